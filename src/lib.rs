@@ -1,0 +1,10 @@
+//! oscgate: a high-throughput OSC gateway.
+//!
+//! The library holds the pure layers (no I/O, no clock): [`wire`] (OSC packet views, address
+//! patterns, writer, stream framing), [`route`] (the precompiled route table) and [`dedupe`]
+//! (the lock-free LRU), plus the [`config`] model and the small socket helpers the CLI uses
+//! ([`url`]). The engine, the protocol state machines and the edge thread build on these.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod text;
+pub mod wire;
