@@ -6,5 +6,6 @@
 //! ([`url`]). The engine, the protocol state machines and the edge thread build on these.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod route;
 pub mod text;
 pub mod wire;

@@ -56,7 +56,7 @@ pub fn peek(buf: &[u8]) -> Result<Peek<'_>, ParseError> {
 
 fn find_nul(buf: &[u8], from: usize) -> Result<usize, ParseError> {
     buf.get(from..)
-        .and_then(|s| s.iter().position(|&b| b == 0))
+        .and_then(|s| memchr::memchr(0, s))
         .map(|i| from + i)
         .ok_or(ParseError {
             kind: ErrorKind::UnterminatedString,

@@ -7,6 +7,7 @@ pub mod address;
 #[doc(hidden)]
 pub mod invariants;
 mod packet;
+pub mod pattern;
 mod writer;
 
 pub use packet::*;

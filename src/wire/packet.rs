@@ -570,7 +570,7 @@ pub(crate) const fn padded(n: usize) -> usize {
 
 #[inline]
 fn memchr0(hay: &[u8], needle: u8) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// The bytes of `data` before its first NUL (all of it if none).
