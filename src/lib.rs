@@ -6,6 +6,8 @@
 //! ([`url`]). The engine, the protocol state machines and the edge thread build on these.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod config;
 pub mod route;
 pub mod text;
+pub mod url;
 pub mod wire;

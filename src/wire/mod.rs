@@ -4,6 +4,7 @@
 //! ([`Packet::new_checked`]); after that no accessor can panic.
 
 pub mod address;
+pub mod framing;
 #[doc(hidden)]
 pub mod invariants;
 mod packet;
