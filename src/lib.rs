@@ -7,7 +7,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod dedupe;
 pub mod route;
+pub(crate) mod sync;
 pub mod text;
 pub mod url;
 pub mod wire;
