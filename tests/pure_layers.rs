@@ -48,5 +48,9 @@ fn pure_layers_read_no_clock_and_do_no_io() {
             }
         }
     }
-    assert!(bad.is_empty(), "clock reads or I/O in the pure layers:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "clock reads or I/O in the pure layers:\n{}",
+        bad.join("\n")
+    );
 }
