@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod dedupe;
+pub mod proto;
 pub mod route;
 pub(crate) mod sync;
 pub mod text;

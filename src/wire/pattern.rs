@@ -1,7 +1,7 @@
 //! OSC address-pattern matching on raw bytes: OSC 1.0 `?`, `*`, `[...]`, `{...}` plus the
 //! OSC 1.1 path-traversing `//`.
 //!
-//! What it does: [`matches`] decides whether a pattern matches a literal address, [`validate`]
+//! What it does: [`matches()`] decides whether a pattern matches a literal address, [`validate`]
 //! checks a pattern once (slow path, e.g. when a route table is compiled) and [`is_pattern`]
 //! tells a literal address from a pattern. Everything works on `&[u8]` and never allocates,
 //! never panics, and a malformed pattern never matches anything.
@@ -129,7 +129,7 @@ pub fn matches(pattern: &[u8], address: &[u8]) -> bool {
     validate(pattern).is_ok() && matches_validated(pattern, address)
 }
 
-/// [`matches`] for a pattern that already passed [`validate`] (the route table checks its
+/// [`matches()`] for a pattern that already passed [`validate`] (the route table checks its
 /// patterns once at compile time). Given a malformed pattern it still cannot panic, but the
 /// answer is unspecified.
 pub(crate) fn matches_validated(pattern: &[u8], address: &[u8]) -> bool {
