@@ -3,7 +3,9 @@
 //! What it does: checks every rule (addresses, patterns, ingress classes, destination sets,
 //! duplicates) and reports the first problem as a [`CompileError`] naming the rule; builds the
 //! per-ingress segment tries, anchors each pattern under its literal leading segments, and
-//! lays everything out in a few flat boxed slices for the lookup.
+//! lays everything out in a few flat boxed slices for the lookup: one open-addressing table of
+//! all non-root nodes keyed by (ingress class, address prefix), the nodes' pattern lists, and
+//! the key bytes, shared between a node and its descendants.
 //!
 //! What it does not do: run on the hot path, or keep any state after `build`.
 
@@ -12,7 +14,10 @@ use std::collections::HashMap;
 
 use foldhash::fast::FixedState;
 
-use super::table::{edge_hash, split_segment, Edge, IngressEntry, Node, PatternRule, RouteTable};
+use super::table::{
+    edge_hash, prefix_hash, split_segment, IngressEntry, Node, PatternRule, RouteTable, Slot,
+    VACANT,
+};
 use super::{Action, DestSet, DropReason, Ingress, Matcher, Rule};
 use crate::wire::pattern::{self, PatternError};
 
@@ -130,7 +135,7 @@ pub struct RouteTableBuilder<D> {
     seed: u64,
 }
 
-/// Default seed of the edge hash; any value works (see `table.rs`).
+/// Default seed of the key hash; any value works (see `table.rs`).
 const DEFAULT_SEED: u64 = 0x6f73_6367_6174_6521;
 
 impl<D> RouteTableBuilder<D> {
@@ -167,7 +172,7 @@ impl<D> RouteTableBuilder<D> {
         self
     }
 
-    /// Sets the seed of the edge hash (mainly for tests; the default is fine).
+    /// Sets the seed of the key hash (mainly for tests; the default is fine).
     pub fn hash_seed(&mut self, seed: u64) -> &mut Self {
         self.seed = seed;
         self
@@ -349,6 +354,8 @@ impl<'a> Iterator for Segments<'a> {
 #[derive(Default)]
 struct BuildNode {
     parent: Option<usize>,
+    /// The address prefix this node stands for (`/a/b`); empty for the roots.
+    key: Vec<u8>,
     exact: Option<(usize, Action)>,
     prefix: Option<(usize, Action)>,
     /// (rule, rest start, rest len) into `Trie::pattern_bytes`, in rule order.
@@ -387,8 +394,17 @@ impl Trie {
                     if child >= (u32::MAX - 1) as usize {
                         return Err(too_large("trie nodes"));
                     }
+                    let parent_key = &self.nodes[node].key;
+                    let mut full = Vec::with_capacity(parent_key.len() + 1 + seg.len());
+                    full.extend_from_slice(parent_key);
+                    full.push(b'/');
+                    full.extend_from_slice(seg);
+                    if u32::try_from(full.len()).is_err() {
+                        return Err(too_large("address bytes"));
+                    }
                     self.nodes.push(BuildNode {
                         parent: Some(node),
+                        key: full,
                         ..BuildNode::default()
                     });
                     self.edges.insert(key, child);
@@ -423,10 +439,13 @@ impl Trie {
         sets: Vec<Box<[D]>>,
         hasher: FixedState,
     ) -> Result<RouteTable<D>, CompileError> {
-        // Nodes: parents always have smaller indices than their children.
+        let classes = defaults.len();
+        // Per node, in index order (parents always have smaller indices than their children):
+        // its ingress class, segment count and the nearest prefix action at or above it.
         let mut nodes: Vec<Node> = Vec::with_capacity(self.nodes.len());
+        let mut info: Vec<(u16, u32, Option<Action>)> = Vec::with_capacity(self.nodes.len());
         let mut patterns = Vec::new();
-        for b in &self.nodes {
+        for (i, b) in self.nodes.iter().enumerate() {
             let pat_start =
                 u32::try_from(patterns.len()).map_err(|_| too_large("pattern rules"))?;
             for &(rule, rest_start, rest_len, action) in &b.patterns {
@@ -439,66 +458,102 @@ impl Trie {
             }
             let pat_len =
                 u32::try_from(b.patterns.len()).map_err(|_| too_large("pattern rules"))?;
-            let inherited = b
-                .parent
-                .and_then(|p| nodes.get(p))
-                .is_some_and(|p| p.patterns_on_path);
+            let own_prefix = b.prefix.map(|(_, a)| a);
+            let (inherited, here) = match b.parent.and_then(|p| Some((nodes.get(p)?, info.get(p)?)))
+            {
+                Some((pn, &(ing, depth, prefix))) => {
+                    (pn.patterns_on_path, (ing, depth + 1, own_prefix.or(prefix)))
+                }
+                None => (false, (u16::try_from(i).unwrap_or(VACANT), 0, own_prefix)),
+            };
             nodes.push(Node {
-                exact: b.exact.map(|(_, a)| a),
-                prefix: b.prefix.map(|(_, a)| a),
                 pat_start,
                 pat_len,
                 patterns_on_path: inherited || !b.patterns.is_empty(),
             });
+            info.push(here);
         }
 
-        // Edges: open addressing, linear probing, at most half full.
-        let slots = (self.edges.len() * 2).max(8).next_power_of_two();
-        let mask = slots - 1;
-        let mut edges = vec![Edge::EMPTY; slots];
-        let mut seg_bytes = Vec::new();
-        for ((parent, seg), child) in self.edges {
-            let parent = u32::try_from(parent).map_err(|_| too_large("trie nodes"))?;
-            let child = u32::try_from(child).map_err(|_| too_large("trie nodes"))?;
-            let seg_start =
-                u32::try_from(seg_bytes.len()).map_err(|_| too_large("segment bytes"))?;
-            let seg_len = u32::try_from(seg.len()).map_err(|_| too_large("segment bytes"))?;
-            seg_start
-                .checked_add(seg_len)
-                .ok_or_else(|| too_large("segment bytes"))?;
-            seg_bytes.extend_from_slice(&seg);
-            let hash = edge_hash(&hasher, parent, &seg);
-            let mut slot = (hash as usize) & mask;
-            while edges[slot].child != super::table::VACANT {
-                slot = (slot + 1) & mask;
-            }
-            edges[slot] = Edge {
-                hash,
-                parent,
-                child,
-                seg_start,
-                seg_len,
+        // Key bytes: a node's key is a prefix of its children's keys, so walking the nodes
+        // backwards, a node reuses the bytes of its first child seen, and only leaves add bytes.
+        let mut key_start: Vec<Option<u32>> = vec![None; self.nodes.len()];
+        let mut key_bytes = Vec::new();
+        for i in (classes..self.nodes.len()).rev() {
+            let b = &self.nodes[i];
+            let start = match key_start[i] {
+                Some(start) => start,
+                None => {
+                    let start = u32::try_from(key_bytes.len())
+                        .ok()
+                        .filter(|s| s.checked_add(b.key.len() as u32).is_some())
+                        .ok_or_else(|| too_large("address bytes"))?;
+                    key_bytes.extend_from_slice(&b.key);
+                    key_start[i] = Some(start);
+                    start
+                }
             };
+            if let Some(p) = b.parent {
+                key_start[p].get_or_insert(start);
+            }
+        }
+
+        // Per-class seeds for the prefix hashes, from the seeded foldhash state.
+        let seeds: Vec<u64> = (0..classes)
+            .map(|c| edge_hash(&hasher, c as u32, &[]))
+            .collect();
+
+        // Slots: open addressing, linear probing, at most a quarter full (short probe runs for
+        // misses; 32-byte slots keep even 10 000 routes within a few MB).
+        let keyed = self.nodes.len() - classes;
+        let slot_count = (keyed * 4).max(8).next_power_of_two();
+        let mask = slot_count - 1;
+        let mut slots = vec![Slot::EMPTY; slot_count];
+        let mut slot_nodes = vec![u32::MAX; slot_count];
+        let mut depths = vec![0u32; classes];
+        for i in classes..self.nodes.len() {
+            let b = &self.nodes[i];
+            let (ing, depth, prefix) = info[i];
+            let seed = seeds[usize::from(ing)];
+            depths[usize::from(ing)] = depths[usize::from(ing)].max(depth);
+            let hash = prefix_hash(seed, &b.key);
+            let mut at = (hash as usize) & mask;
+            while slots[at].ingress != VACANT {
+                at = (at + 1) & mask;
+            }
+            slots[at] = Slot {
+                fingerprint: (hash >> 32) as u32,
+                ingress: ing,
+                patterns_on_path: nodes[i].patterns_on_path,
+                key_start: key_start[i].unwrap_or(0),
+                key_len: b.key.len() as u32,
+                exact: b.exact.map(|(_, a)| a),
+                prefix,
+            };
+            slot_nodes[at] = i as u32;
         }
 
         let ingress = defaults
             .into_iter()
             .enumerate()
             .map(|(i, default)| IngressEntry {
+                seed: seeds[i],
                 root: i as u32,
+                depth: depths[i],
                 default,
+                prefix: info[i].2,
+                patterns: nodes[i].patterns_on_path,
             })
             .collect();
         Ok(RouteTable {
             ingress,
             nodes: nodes.into_boxed_slice(),
-            edges: edges.into_boxed_slice(),
-            edge_mask: mask,
-            seg_bytes: seg_bytes.into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            slot_nodes: slot_nodes.into_boxed_slice(),
+            slot_mask: mask,
+            key_bytes: key_bytes.into_boxed_slice(),
             patterns: patterns.into_boxed_slice(),
             pattern_bytes: self.pattern_bytes.into_boxed_slice(),
             sets: sets.into_boxed_slice(),
-            hasher,
         })
     }
 }

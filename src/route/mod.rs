@@ -5,8 +5,10 @@
 //! `thiserror` errors). The resulting [`RouteTable`] is immutable; workers call
 //! [`RouteTable::lookup`] on the raw address bytes of every packet. Lookup never allocates and
 //! never panics, and its cost does not grow with the number of exact or prefix routes: it
-//! hashes each path segment of the address once (one probe into a single open-addressing
-//! table over all trie edges), so it grows only with the address's segment count.
+//! hashes the whole address and probes one open-addressing table of all (ingress class,
+//! address prefix) trie nodes; only if that is not an exact route does it hash the
+//! whole-segment prefixes in one more pass and probe them from the root, so it grows only with
+//! the address's length and segment count.
 //!
 //! What it does not do: parse packets (see `wire`), publish tables (the caller swaps an `Arc`),
 //! hold live membership (the control thread recompiles), or count traffic.
@@ -29,8 +31,9 @@
 //! compile error ([`CompileError::Duplicate`]); two patterns may overlap (rule order decides).
 //!
 //! # Cost
-//! Exact and prefix rules: one hash and one probe per address segment, independent of the
-//! number of rules. Pattern rules are stored under the longest run of literal segments they
+//! Exact and prefix rules: an exact hit is one hash, one probe and one byte comparison; a
+//! prefix hit or a miss adds one probe per matching leading segment plus one, independent of
+//! the number of rules. Pattern rules are stored under the longest run of literal segments they
 //! start with (`/messenger/*/say` lives under `/messenger`), and only the pattern rules stored
 //! on the address's own path are tried, and only when no exact or prefix rule matched; so their
 //! cost grows with the number of patterns sharing the address's literal prefix, not with the

@@ -1,14 +1,21 @@
 //! The compiled, immutable route table and its allocation-free lookup.
 //!
-//! What it does: holds one segment trie per ingress class, with all trie edges of all classes
-//! in a single open-addressing hash table keyed by (parent node, segment bytes), and answers
-//! [`RouteTable::lookup`] with the precedence documented in [`crate::route`].
+//! What it does: holds one segment trie per ingress class and answers [`RouteTable::lookup`]
+//! with the precedence documented in [`crate::route`]. Every trie node except the roots is
+//! keyed by (ingress class, the address prefix it stands for), e.g. `/messenger/me`, in one
+//! open-addressing table of compact [`Slot`]s, each carrying the node's exact action and the
+//! nearest prefix action at or above it, so the deepest node on an address's path decides
+//! alone. A lookup first hashes and probes the whole address (a hit is one hash, one probe and
+//! one byte comparison); otherwise it hashes all whole-segment prefixes in one pass over the
+//! bytes, a word at a time ([`for_each_prefix`]), probing them from the root until one is
+//! missing.
 //!
 //! What it does not do: build itself (see `compile.rs`) or change after it is built.
 //!
-//! The edge table uses foldhash with a seed fixed at compile time. Only configuration decides
-//! which keys are in it, and it is at most half full, so a hostile address can at worst make a
-//! lookup miss after a short probe; it cannot grow or degrade the table.
+//! Hash collisions never decide a route: a candidate slot is accepted only after its stored
+//! key bytes compare equal to the address prefix. Only configuration decides which keys are in
+//! the table and it is at most a quarter full, so a hostile address can at worst make a lookup walk
+//! one probe cluster; it cannot grow or degrade the table.
 
 use core::fmt;
 use core::hash::{BuildHasher, Hasher};
@@ -18,34 +25,42 @@ use foldhash::fast::FixedState;
 use super::{Action, DropReason, Ingress, Verdict};
 use crate::wire::pattern;
 
-/// Marks a vacant slot in the edge table.
-pub(super) const VACANT: u32 = u32::MAX;
+/// The `ingress` of a vacant slot (never a valid class: ids are `0..u16::MAX`).
+pub(super) const VACANT: u16 = u16::MAX;
 
-/// One trie edge: `parent --segment--> child`. The segment bytes live in `seg_bytes`.
+/// One non-root trie node in the key table. 32 bytes, so two share a cache line.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Edge {
-    pub(super) hash: u64,
-    pub(super) parent: u32,
-    pub(super) child: u32,
-    pub(super) seg_start: u32,
-    pub(super) seg_len: u32,
+pub(super) struct Slot {
+    /// Bits 32..64 of the key's hash; a cheap filter before the byte comparison.
+    pub(super) fingerprint: u32,
+    /// The ingress class, or [`VACANT`].
+    pub(super) ingress: u16,
+    /// This node or one of its ancestors has pattern rules.
+    pub(super) patterns_on_path: bool,
+    /// The key (the address prefix) is `key_bytes[key_start..key_start + key_len]`.
+    pub(super) key_start: u32,
+    pub(super) key_len: u32,
+    /// The exact rule for this address.
+    pub(super) exact: Option<Action>,
+    /// The prefix rule of this node or of its nearest ancestor that has one.
+    pub(super) prefix: Option<Action>,
 }
 
-impl Edge {
+impl Slot {
     pub(super) const EMPTY: Self = Self {
-        hash: 0,
-        parent: VACANT,
-        child: VACANT,
-        seg_start: 0,
-        seg_len: 0,
+        fingerprint: 0,
+        ingress: VACANT,
+        patterns_on_path: false,
+        key_start: 0,
+        key_len: 0,
+        exact: None,
+        prefix: None,
     };
 }
 
-/// One trie node: the actions of rules whose literal path ends here.
+/// One trie node: where its pattern rules are.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Node {
-    pub(super) exact: Option<Action>,
-    pub(super) prefix: Option<Action>,
     /// Pattern rules anchored here: `patterns[pat_start..pat_start + pat_len]`, in rule order.
     pub(super) pat_start: u32,
     pub(super) pat_len: u32,
@@ -63,10 +78,18 @@ pub(super) struct PatternRule {
     pub(super) action: Action,
 }
 
+/// Per ingress class: the root node's data and the seed of its prefix hashes.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct IngressEntry {
+    pub(super) seed: u64,
     pub(super) root: u32,
+    /// Segments in the deepest key of this class: longer address prefixes cannot match.
+    pub(super) depth: u32,
     pub(super) default: Action,
+    /// The prefix rule `/`.
+    pub(super) prefix: Option<Action>,
+    /// The root has pattern rules.
+    pub(super) patterns: bool,
 }
 
 /// The compiled route table; see [`crate::route`] for the rules and their precedence.
@@ -76,23 +99,162 @@ pub(super) struct IngressEntry {
 pub struct RouteTable<D> {
     pub(super) ingress: Box<[IngressEntry]>,
     pub(super) nodes: Box<[Node]>,
-    pub(super) edges: Box<[Edge]>,
-    /// `edges.len() - 1`; `edges.len()` is a power of two.
-    pub(super) edge_mask: usize,
-    pub(super) seg_bytes: Box<[u8]>,
+    pub(super) slots: Box<[Slot]>,
+    /// The trie node of each slot (same index); only the pattern fallback needs it.
+    pub(super) slot_nodes: Box<[u32]>,
+    /// `slots.len() - 1`; `slots.len()` is a power of two.
+    pub(super) slot_mask: usize,
+    /// Key bytes; a node's key is a prefix of its descendants' keys and shares their bytes.
+    pub(super) key_bytes: Box<[u8]>,
     pub(super) patterns: Box<[PatternRule]>,
     pub(super) pattern_bytes: Box<[u8]>,
     pub(super) sets: Box<[Box<[D]>]>,
-    pub(super) hasher: FixedState,
 }
 
-/// Hash of one trie edge key.
+/// Foldhash of an (id, bytes) key under the table's seeded state; the compiler derives each
+/// ingress class's prefix-hash seed from it, so [`super::RouteTableBuilder::hash_seed`] changes
+/// every slot position.
 #[inline]
 pub(super) fn edge_hash(hasher: &FixedState, parent: u32, seg: &[u8]) -> u64 {
     let mut h = hasher.build_hasher();
     h.write_u32(parent);
     h.write(seg);
     h.finish()
+}
+
+// Odd 64-bit constants (from the golden ratio and a splitmix64 output) for the multiplies.
+const MUL_WORD: u64 = 0x9e37_79b9_7f4a_7c15;
+const MUL_END: u64 = 0xd6e8_feb8_6659_fd93;
+
+/// The full 128-bit product of `a` and `b`, its halves xored: a cheap, well-mixing step.
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// Absorbs one whole 8-byte word of a key.
+#[inline(always)]
+fn absorb(state: u64, word: u64) -> u64 {
+    fold_mul(state ^ word, MUL_WORD)
+}
+
+/// Finishes a key of `len` bytes whose last `len % 8` bytes, zero-padded, are `tail`.
+#[inline(always)]
+fn finish(state: u64, tail: u64, len: usize) -> u64 {
+    fold_mul(state ^ tail, MUL_END ^ len as u64)
+}
+
+/// The hash of one key (an address prefix): whole little-endian words, then the zero-padded
+/// tail and the length. [`for_each_prefix`] computes the same values for all prefixes at once.
+#[inline(always)]
+pub(super) fn prefix_hash(seed: u64, key: &[u8]) -> u64 {
+    let mut words = key.chunks_exact(8);
+    let mut state = seed;
+    for w in &mut words {
+        state = absorb(state, u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+    }
+    finish(state, tail_word(key, words.remainder().len()), key.len())
+}
+
+/// Up to 8 bytes as a little-endian word, zero-padded (more bytes: the first 8). Two or three
+/// small loads, which overlap, instead of a byte loop or a `memcpy` call.
+#[inline(always)]
+fn load_tail(bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    if let Some(w) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*w);
+    }
+    if n >= 4 {
+        let lo = bytes
+            .first_chunk::<4>()
+            .map_or(0, |b| u32::from_le_bytes(*b));
+        let hi = bytes
+            .last_chunk::<4>()
+            .map_or(0, |b| u32::from_le_bytes(*b));
+        return u64::from(lo) | (u64::from(hi) << (8 * (n - 4)));
+    }
+    let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0)) << (8 * i);
+    if n == 0 {
+        0
+    } else {
+        byte(0) | byte(n / 2) | byte(n - 1)
+    }
+}
+
+/// The last `rest` (< 8) bytes of `address` as a little-endian word, zero-padded: one
+/// overlapping load when the address has at least 8 bytes.
+#[inline(always)]
+fn tail_word(address: &[u8], rest: usize) -> u64 {
+    match address.last_chunk::<8>() {
+        Some(last) if rest > 0 => u64::from_le_bytes(*last) >> (8 * (8 - rest)),
+        Some(_) => 0,
+        None => load_tail(address),
+    }
+}
+
+/// The top bit of every byte of `word` that is `/`, and no other bit.
+#[inline(always)]
+fn slash_bits(word: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ 0x2f2f_2f2f_2f2f_2f2f;
+    // Per byte: the top bit of (low 7 bits + 0x7f) is set iff the low 7 bits are non-zero;
+    // no byte carries into the next.
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+/// Calls `f(hash, len)` for the proper whole-segment prefixes of an address that starts with
+/// `/` (the bytes before each `/` after the first), shortest first, until `f` returns `false`;
+/// the k-th call has a prefix of k segments. `hash` is [`prefix_hash`] of the prefix. One pass
+/// over the bytes, a word at a time. Returns the hash of the whole address, or `None` if `f`
+/// stopped the walk.
+#[inline(always)]
+pub(super) fn for_each_prefix(
+    seed: u64,
+    address: &[u8],
+    mut f: impl FnMut(u64, usize) -> bool,
+) -> Option<u64> {
+    let mut state = seed;
+    let mut offset = 0;
+    // The leading `/` starts the first segment; it ends no prefix.
+    let mut skip = !0x80u64;
+    let mut words = address.chunks_exact(8);
+    for w in &mut words {
+        let word = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        if !each_slash(word, skip, state, offset, &mut f) {
+            return None;
+        }
+        skip = !0;
+        state = absorb(state, word);
+        offset += 8;
+    }
+    let word = tail_word(address, words.remainder().len());
+    if !each_slash(word, skip, state, offset, &mut f) {
+        return None;
+    }
+    Some(finish(state, word, address.len()))
+}
+
+/// [`for_each_prefix`] for one word at `offset`, after the whole words hashed into `state`.
+#[inline(always)]
+fn each_slash(
+    word: u64,
+    skip: u64,
+    state: u64,
+    offset: usize,
+    f: &mut impl FnMut(u64, usize) -> bool,
+) -> bool {
+    let mut slashes = slash_bits(word) & skip;
+    while slashes != 0 {
+        let at = (slashes.trailing_zeros() / 8) as usize;
+        slashes &= slashes - 1;
+        // The bytes of this word before the `/`; `at` is at most 7.
+        let tail = word & ((1u64 << (8 * at)) - 1);
+        if !f(finish(state, tail, offset + at), offset + at) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Splits off the address segment starting at `start` (just after a `/`): returns the segment
@@ -106,27 +268,28 @@ pub(super) fn split_segment(address: &[u8], start: usize) -> (&[u8], Option<usiz
     }
 }
 
-/// Slice equality without a library `memcmp` call: segments are short, and the call overhead
-/// was a third of a lookup in profiles.
+/// Slice equality without a library `memcmp` call: keys are short, and the call overhead was a
+/// third of a lookup in profiles. Whole words, then the last (overlapping) word or smaller.
 #[inline]
 fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
-        let y = u64::from_ne_bytes(y.try_into().unwrap_or([0; 8]));
-        if x != y {
-            return false;
+    let word = |s: &[u8]| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8]));
+    let n = a.len();
+    if n >= 8 {
+        let mut ca = a.chunks_exact(8);
+        let mut cb = b.chunks_exact(8);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            if word(x) != word(y) {
+                return false;
+            }
         }
+        // The last 8 bytes, overlapping the words already compared.
+        return ca.remainder().is_empty()
+            || word(a.get(n - 8..).unwrap_or(&[])) == word(b.get(n - 8..).unwrap_or(&[]));
     }
-    let mut diff = 0u8;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        diff |= x ^ y;
-    }
-    diff == 0
+    load_tail(a) == load_tail(b)
 }
 
 impl<D> RouteTable<D> {
@@ -141,33 +304,31 @@ impl<D> RouteTable<D> {
         if address.first() != Some(&b'/') {
             return self.verdict(entry.default);
         }
-        let Some(mut node) = self.nodes.get(entry.root as usize) else {
-            return self.verdict(entry.default);
-        };
-        let mut node_id = entry.root;
-        let mut prefix = node.prefix;
-        let mut exact = None;
-        let mut pos = Some(1);
-        while let Some(start) = pos {
-            let (seg, next) = split_segment(address, start);
-            let Some((child_id, child)) = self.child(node_id, seg) else {
-                break;
+        // The deepest node on the address's path decides: its exact rule if it is the whole
+        // address, else the nearest prefix rule at or above it. The whole address first: a
+        // hit is one hash, one probe and one byte comparison.
+        let mut deepest = None;
+        if entry.depth > 0 {
+            let hash = prefix_hash(entry.seed, address);
+            deepest = match self.find(ingress.0, hash, address) {
+                Some((_, slot)) => {
+                    if let Some(action) = slot.exact {
+                        return self.verdict(action);
+                    }
+                    Some(slot)
+                }
+                None => self.deepest_proper_prefix(ingress.0, entry, address),
             };
-            node_id = child_id;
-            node = child;
-            if node.prefix.is_some() {
-                prefix = node.prefix;
-            }
-            if next.is_none() {
-                exact = node.exact;
-            }
-            pos = next;
         }
-        if let Some(action) = exact.or(prefix) {
+        let (prefix, patterns_on_path) = match deepest {
+            Some(slot) => (slot.prefix, slot.patterns_on_path),
+            None => (entry.prefix, entry.patterns),
+        };
+        if let Some(action) = prefix {
             return self.verdict(action);
         }
-        if node.patterns_on_path {
-            if let Some(action) = self.match_patterns(entry.root, address) {
+        if patterns_on_path {
+            if let Some(action) = self.match_patterns(ingress.0, entry, address) {
                 return self.verdict(action);
             }
         }
@@ -184,65 +345,168 @@ impl<D> RouteTable<D> {
         &self.sets
     }
 
-    /// Follows the edge `parent --seg-->`.
-    #[inline]
-    fn child(&self, parent: u32, seg: &[u8]) -> Option<(u32, &Node)> {
-        let hash = edge_hash(&self.hasher, parent, seg);
-        let mut slot = (hash as usize) & self.edge_mask;
-        // The table is at most half full, so a vacant slot ends every probe; the bound only
-        // guards against a broken invariant.
-        for _ in 0..self.edges.len() {
-            let edge = self.edges.get(slot)?;
-            if edge.child == VACANT {
+    /// The deepest node whose key is a proper prefix of the address, or `None` for the root;
+    /// only called when the whole address is not a node.
+    ///
+    /// Walks the prefixes from the root and stops at the first that is not a node (nor are
+    /// its descendants). Only the deepest node decides (its ancestors' prefix actions were
+    /// folded into it at compile time), so the steps match on the fingerprint alone and only
+    /// the deepest candidate is compared byte for byte. If that comparison fails (a
+    /// fingerprint collision, about 2^-32 per occupied slot probed), the answer comes from
+    /// [`Self::deepest_verified`] instead, which compares at every step.
+    #[inline(always)]
+    fn deepest_proper_prefix(
+        &self,
+        ingress: u16,
+        entry: &IngressEntry,
+        address: &[u8],
+    ) -> Option<&Slot> {
+        let mut found = None;
+        // Prefixes with more segments than the deepest key of the class cannot be nodes.
+        let mut left = entry.depth;
+        for_each_prefix(entry.seed, address, |hash, len| {
+            if left == 0 {
+                return false;
+            }
+            left -= 1;
+            match self.probe(ingress, hash, len) {
+                Some(i) => {
+                    found = Some((i, len));
+                    true
+                }
+                None => false,
+            }
+        });
+        let (i, len) = found?;
+        let slot = self.slots.get(i)?;
+        if self.key_is(slot, address.get(..len)?) {
+            Some(slot)
+        } else {
+            self.deepest_verified(ingress, entry, address)
+        }
+    }
+
+    /// The deepest node whose key is a proper prefix of the address, comparing bytes at every
+    /// step.
+    #[cold]
+    fn deepest_verified(
+        &self,
+        ingress: u16,
+        entry: &IngressEntry,
+        address: &[u8],
+    ) -> Option<&Slot> {
+        let mut found = None;
+        for_each_prefix(entry.seed, address, |hash, len| {
+            let slot = address
+                .get(..len)
+                .and_then(|key| self.find(ingress, hash, key));
+            if let Some((_, slot)) = slot {
+                found = Some(slot);
+            }
+            slot.is_some()
+        });
+        found
+    }
+
+    /// The first slot on `hash`'s probe path for `ingress` whose fingerprint and key length
+    /// match; the key bytes are not compared.
+    #[inline(always)]
+    fn probe(&self, ingress: u16, hash: u64, len: usize) -> Option<usize> {
+        let fingerprint = (hash >> 32) as u32;
+        let mut i = hash as usize & self.slot_mask;
+        // The table is at most a quarter full, so a vacant slot ends every probe; the bound
+        // only guards against a broken invariant.
+        for _ in 0..self.slots.len() {
+            let slot = self.slots.get(i)?;
+            if slot.ingress == VACANT {
                 return None;
             }
-            if edge.hash == hash && edge.parent == parent {
-                let start = edge.seg_start as usize;
-                let stored = self.seg_bytes.get(start..start + edge.seg_len as usize)?;
-                if bytes_eq(stored, seg) {
-                    return self.nodes.get(edge.child as usize).map(|n| (edge.child, n));
-                }
+            if slot.fingerprint == fingerprint
+                && slot.ingress == ingress
+                && slot.key_len as usize == len
+            {
+                return Some(i);
             }
-            slot = (slot + 1) & self.edge_mask;
+            i = (i + 1) & self.slot_mask;
         }
         None
     }
 
-    /// Second walk, only when no exact or prefix rule matched and some node on the path has
-    /// pattern rules: the first matching pattern rule in rule order.
-    fn match_patterns(&self, root: u32, address: &[u8]) -> Option<Action> {
+    /// The slot (and its index) whose key is `key` on `ingress`; `hash` is the key's hash.
+    #[inline(always)]
+    fn find(&self, ingress: u16, hash: u64, key: &[u8]) -> Option<(usize, &Slot)> {
+        let fingerprint = (hash >> 32) as u32;
+        let mut i = hash as usize & self.slot_mask;
+        for _ in 0..self.slots.len() {
+            let slot = self.slots.get(i)?;
+            if slot.ingress == VACANT {
+                return None;
+            }
+            if slot.fingerprint == fingerprint && slot.ingress == ingress && self.key_is(slot, key)
+            {
+                return Some((i, slot));
+            }
+            i = (i + 1) & self.slot_mask;
+        }
+        None
+    }
+
+    /// Whether the slot's key is `key`.
+    #[inline(always)]
+    fn key_is(&self, slot: &Slot, key: &[u8]) -> bool {
+        let start = slot.key_start as usize;
+        slot.key_len as usize == key.len()
+            && self
+                .key_bytes
+                .get(start..start + key.len())
+                .is_some_and(|stored| bytes_eq(stored, key))
+    }
+
+    /// Only when no exact or prefix rule matched and some node on the path has pattern rules:
+    /// walks the path from the root and returns the first matching pattern rule in rule order.
+    fn match_patterns(&self, ingress: u16, entry: &IngressEntry, address: &[u8]) -> Option<Action> {
         let mut best: Option<(u32, Action)> = None;
-        let mut node_id = root;
-        // `rest_at`: where the address continues after the current node's segments.
-        let mut rest_at = 0;
-        let mut pos = Some(1);
-        loop {
-            let node = self.nodes.get(node_id as usize)?;
-            let rest = address.get(rest_at..).unwrap_or(&[]);
-            let start = node.pat_start as usize;
-            let list = self
-                .patterns
-                .get(start..start + node.pat_len as usize)
-                .unwrap_or(&[]);
-            for p in list {
-                if best.is_some_and(|(rule, _)| rule < p.rule) {
-                    break;
-                }
-                if self.pattern_matches(p, rest) {
-                    best = Some((p.rule, p.action));
-                    break;
+        self.node_patterns(entry.root, address, &mut best);
+        let mut visit = |hash: u64, len: usize| {
+            let Some((i, slot)) = address
+                .get(..len)
+                .and_then(|key| self.find(ingress, hash, key))
+            else {
+                return false;
+            };
+            if slot.patterns_on_path {
+                if let Some(&node) = self.slot_nodes.get(i) {
+                    self.node_patterns(node, address.get(len..).unwrap_or(&[]), &mut best);
                 }
             }
-            let Some(start) = pos else { break };
-            let (seg, next) = split_segment(address, start);
-            let Some((child_id, _)) = self.child(node_id, seg) else {
-                break;
-            };
-            node_id = child_id;
-            rest_at = next.map_or(address.len(), |n| n - 1);
-            pos = next;
+            true
+        };
+        if let Some(hash) = for_each_prefix(entry.seed, address, &mut visit) {
+            visit(hash, address.len());
         }
         best.map(|(_, action)| action)
+    }
+
+    /// Tries the pattern rules anchored at `node` on `rest` (the address after the node's key),
+    /// keeping in `best` the earliest rule that matches.
+    fn node_patterns(&self, node: u32, rest: &[u8], best: &mut Option<(u32, Action)>) {
+        let Some(node) = self.nodes.get(node as usize) else {
+            return;
+        };
+        let start = node.pat_start as usize;
+        let list = self
+            .patterns
+            .get(start..start + node.pat_len as usize)
+            .unwrap_or(&[]);
+        for p in list {
+            if best.is_some_and(|(rule, _)| rule < p.rule) {
+                break;
+            }
+            if self.pattern_matches(p, rest) {
+                *best = Some((p.rule, p.action));
+                break;
+            }
+        }
     }
 
     #[inline]
@@ -272,7 +536,7 @@ impl<D> fmt::Debug for RouteTable<D> {
         f.debug_struct("RouteTable")
             .field("ingress_classes", &self.ingress.len())
             .field("nodes", &self.nodes.len())
-            .field("edge_slots", &self.edges.len())
+            .field("key_slots", &self.slots.len())
             .field("pattern_rules", &self.patterns.len())
             .field("dest_sets", &self.sets.len())
             .finish()
@@ -316,6 +580,160 @@ mod tests {
             }
         }
         assert!(!bytes_eq(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn word_helpers() {
+        for b in 0..=255u8 {
+            let word = u64::from_le_bytes([b'a', b, b'/', 0, b, 0xaf, b, b'.']);
+            let want = (0x80u64 << 16)
+                | if b == b'/' {
+                    (0x80 << 8) | (0x80 << 32) | (0x80 << 48)
+                } else {
+                    0
+                };
+            assert_eq!(slash_bits(word), want, "{b:#x}");
+        }
+        let bytes = b"0123456789abcdef";
+        for n in 0..=bytes.len() {
+            let mut buf = [0u8; 8];
+            let k = n.min(8);
+            buf[..k].copy_from_slice(&bytes[..k]);
+            assert_eq!(load_tail(&bytes[..n]), u64::from_le_bytes(buf), "{n}");
+            let rest = n % 8;
+            let mut tail = [0u8; 8];
+            tail[..rest].copy_from_slice(&bytes[n - rest..n]);
+            assert_eq!(
+                tail_word(&bytes[..n], rest),
+                u64::from_le_bytes(tail),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_walk_hashes_every_prefix_once() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut a = vec![b'/'];
+            let segs = (rng % 7) as usize;
+            for i in 0..segs {
+                if i > 0 {
+                    a.push(b'/');
+                }
+                let len = random_segment(&mut rng).len() % 11;
+                a.extend(std::iter::repeat_n(b'q', len));
+            }
+            let mut seen = Vec::new();
+            let whole = for_each_prefix(99, &a, |h, len| {
+                seen.push((h, len));
+                true
+            });
+            let want: Vec<(u64, usize)> = (1..a.len())
+                .filter(|&i| a[i] == b'/')
+                .map(|i| (prefix_hash(99, &a[..i]), i))
+                .collect();
+            assert_eq!(seen, want, "{}", String::from_utf8_lossy(&a));
+            assert_eq!(whole, Some(prefix_hash(99, &a)));
+            // Stopping early reports no whole-address hash.
+            if !want.is_empty() {
+                assert_eq!(for_each_prefix(99, &a, |_, _| false), None);
+            }
+        }
+        assert_ne!(prefix_hash(1, b"/a"), prefix_hash(1, b"/a\0"));
+        assert_ne!(prefix_hash(1, b"/a"), prefix_hash(2, b"/a"));
+    }
+
+    #[test]
+    fn fingerprint_collisions_never_pick_the_wrong_node() {
+        let mut b = RouteTableBuilder::<u32>::new(1);
+        let p = b.dest_set(vec![1]);
+        let e = b.dest_set(vec![2]);
+        b.rule(Rule::new(I0, Matcher::prefix("/x"), Action::Forward(p)))
+            .rule(Rule::new(I0, Matcher::exact("/x/yy/z"), Action::Forward(e)));
+        let mut t = b.build().unwrap();
+        let seed = t.ingress[0].seed;
+        let real = t
+            .slots
+            .iter()
+            .position(|s| s.ingress == 0 && s.key_len == 5)
+            .unwrap();
+        // Plant a copy of the `/x/yy` node where `/x/zz` and `/x/zz/q` would be, with their
+        // fingerprints: only the byte comparison tells them apart.
+        for fake in ["/x/zz", "/x/zz/q"] {
+            let hash = prefix_hash(seed, fake.as_bytes());
+            let mut at = hash as usize & t.slot_mask;
+            while t.slots[at].ingress != VACANT {
+                at = (at + 1) & t.slot_mask;
+            }
+            t.slots[at] = Slot {
+                fingerprint: (hash >> 32) as u32,
+                key_len: fake.len() as u32,
+                exact: Some(Action::Drop(DropReason::Reserved)),
+                prefix: Some(Action::Drop(DropReason::Filtered)),
+                ..t.slots[real]
+            };
+        }
+        assert_eq!(fwd(&t, I0, "/x/zz/q"), [1]);
+        assert_eq!(fwd(&t, I0, "/x/zz"), [1]);
+        assert_eq!(fwd(&t, I0, "/x/zz/q/r"), [1]);
+        assert_eq!(fwd(&t, I0, "/x/yy/z"), [2]);
+        assert_eq!(fwd(&t, I0, "/x/yy"), [1]);
+    }
+
+    #[test]
+    fn deep_addresses_agree_with_naive_scan() {
+        let mut b = RouteTableBuilder::<u32>::new(3);
+        let sets: Vec<DestSet> = (0..8).map(|i| b.dest_set(vec![i])).collect();
+        let deep: String = (0..20).map(|i| format!("/s{i}")).collect();
+        let rules = vec![
+            Rule::new(I0, Matcher::exact(&deep), Action::Forward(sets[0])),
+            Rule::new(I0, Matcher::prefix(&deep[..15]), Action::Forward(sets[1])),
+            Rule::new(I0, Matcher::prefix("/s0"), Action::Forward(sets[2])),
+            Rule::new(
+                I0,
+                Matcher::pattern("/s0/s1/*/s3"),
+                Action::Forward(sets[3]),
+            ),
+            Rule::new(I0, Matcher::exact("/abcdefgh"), Action::Forward(sets[4])),
+            Rule::new(
+                I0,
+                Matcher::prefix("/abcdefg/ijklmno"),
+                Action::Forward(sets[5]),
+            ),
+            // Class 1 has only a root prefix: no keys at all.
+            Rule::new(I1, Matcher::prefix("/"), Action::Forward(sets[6])),
+        ];
+        for r in &rules {
+            b.rule(r.clone());
+        }
+        let t = b.build().unwrap();
+        let defaults = [Action::Drop(DropReason::NoRoute); 3];
+        let mut addrs: Vec<String> = (1..=deep.len()).map(|n| deep[..n].to_string()).collect();
+        addrs.extend((0..24).map(|n| format!("{deep}{}", "/t".repeat(n))));
+        addrs.extend(
+            [
+                "/abcdefgh",
+                "/abcdefg",
+                "/abcdefgh/",
+                "/abcdefg/ijklmno",
+                "/abcdefg/ijklmnop",
+                "/abcdefg/ijklmno/p",
+                "/s0/s1/s2/s3",
+                "/s0/s1/x/s3",
+                "/s0/s1/x/s3/",
+                "//",
+                "/",
+                "/s0//s1",
+            ]
+            .map(String::from),
+        );
+        for a in &addrs {
+            for ing in [I0, I1, Ingress(2)] {
+                let want = t.verdict(naive(&rules, &defaults, ing, a.as_bytes()));
+                assert_eq!(t.lookup(ing, a.as_bytes()), want, "{a} on {ing}");
+            }
+        }
     }
 
     #[test]
