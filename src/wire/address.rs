@@ -7,7 +7,7 @@
 //!
 //! Nothing here allocates or matches patterns (see [`super::pattern`]).
 
-use super::packet::{padded, ErrorKind, ParseError, BUNDLE_TAG};
+use super::packet::{find_nul as nul_in, padded, ErrorKind, ParseError, BUNDLE_TAG};
 
 /// What [`peek`] found at the start of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn peek(buf: &[u8]) -> Result<Peek<'_>, ParseError> {
 
 fn find_nul(buf: &[u8], from: usize) -> Result<usize, ParseError> {
     buf.get(from..)
-        .and_then(|s| memchr::memchr(0, s))
+        .and_then(nul_in)
         .map(|i| from + i)
         .ok_or(ParseError {
             kind: ErrorKind::UnterminatedString,
