@@ -4,8 +4,8 @@
 //! patterns, writer, stream framing), [`route`] (the precompiled route table) and [`dedupe`]
 //! (the lock-free LRU), plus the [`config`] model and the small socket helpers the CLI uses
 //! ([`url`]). The engine, the protocol state machines and the edge thread build on these.
-// Unsafe code is denied crate-wide; the one opt-out is `engine::udp::sys` (batched-UDP
-// syscalls), where each block carries a `// SAFETY:` comment.
+// Unsafe code is denied crate-wide; the opt-outs are `engine::udp::sys` (batched-UDP
+// syscalls) and `engine::uring::ring` (io_uring), where each block carries a `// SAFETY:` comment.
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 
 pub mod config;
