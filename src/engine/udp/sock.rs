@@ -14,8 +14,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 /// socket on the same port (the kernel spreads datagrams between them), and a multicast port
 /// can be shared with other programs on the host. Leave it off for a plain unicast listener:
 /// on UDP, `SO_REUSEADDR` alone would already let a second process bind the port and silently
-/// take its traffic, while without it that second bind fails with `EADDRINUSE`. `recv_buf` / `send_buf` set `SO_RCVBUF` / `SO_SNDBUF` when
-/// given (the kernel doubles the value and caps it at `net.core.rmem_max` / `wmem_max`).
+/// take its traffic, while without it that second bind fails with `EADDRINUSE`.
+/// `recv_buf` / `send_buf` set `SO_RCVBUF` / `SO_SNDBUF` when given (the kernel doubles the
+/// value and caps it at `net.core.rmem_max` / `wmem_max`).
 pub fn bind_udp(
     addr: SocketAddr,
     reuse_port: bool,
