@@ -261,3 +261,23 @@ fn send_refuses_bad_arguments_clearly() {
     let o = oscgate(&["send", "udp://127.0.0.1:9", "/x"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown scheme"));
 }
+
+#[test]
+fn dump_source_prefixes_the_sender_and_max_frame_bounds_tcp_frames() {
+    let d = dump(&["osc.udp://127.0.0.1:0", "--source"]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"/src\0\0\0\0,\0\0\0", ("127.0.0.1", d.port()))
+        .unwrap();
+    assert_eq!(d.line(), format!("{} /src ,", s.local_addr().unwrap()));
+
+    let t = dump(&["osc.tcp+len32://127.0.0.1:0", "--max-frame", "64"]);
+    let url = format!("osc.tcp://127.0.0.1:{}", t.port());
+    send_ok(&[&url, "/small", ",s", "fits"]);
+    assert_eq!(t.line(), "/small ,s \"fits\"");
+    send_ok(&[&url, "/big", ",s", &"x".repeat(100)]);
+    let e = t.err_line();
+    assert!(
+        e.contains("closing the connection") && e.contains("64"),
+        "{e}"
+    );
+}
