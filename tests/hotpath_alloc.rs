@@ -4,45 +4,13 @@
 //! malformed input. This file owns a counting global allocator (per thread, so the test
 //! harness's own threads do not disturb it), so it holds only this test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use oscgate::dedupe::{Dedupe, KeyHasher, Seen};
 use oscgate::route::{Action, Ingress, Matcher, Protocol, RouteTableBuilder, Rule};
 use oscgate::wire::address::{peek, Peek};
 use oscgate::wire::{write_message, Arg, Packet};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-// const-initialised thread-local `Cell`, which needs no allocation to access.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+mod support;
+use support::allocs;
 
 #[test]
 fn peek_route_dedupe_and_walk_do_not_allocate() {

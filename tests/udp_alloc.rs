@@ -1,46 +1,15 @@
 //! `RecvBatch::recv` and `SendBatch::push` / `flush` allocate nothing once built (the
 //! PERFORMANCE target "0 heap allocations per forwarded packet"), on the plain, GSO, error and
-//! empty-socket paths. This file owns a counting global allocator, so it holds only this test;
-//! the counter is per thread, so the test harness's own threads do not disturb it.
+//! empty-socket paths. It installs the counting allocator of `tests/support` for its whole
+//! binary, so it holds only this test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::UdpSocket;
 use std::sync::Arc;
 
 use oscgate::engine::udp::{bind_udp, Gso, RecvBatch, SendBatch};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-// const-initialised thread-local `Cell`, which needs no allocation to access.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+mod support;
+use support::allocs;
 
 #[test]
 fn recv_push_and_flush_do_not_allocate() {

@@ -26,3 +26,5 @@ pub use sock::{
     bind_udp, join_multicast_v4, leave_multicast_v4, set_broadcast, set_multicast_if_v4,
     set_multicast_loop_v4, set_multicast_ttl_v4,
 };
+/// The C socket address the io_uring layer's send slots hold too (one conversion for both).
+pub(in crate::engine) use sys::RawAddr;

@@ -24,14 +24,14 @@ pub(super) const MAX_MSGS: usize = libc::UIO_MAXIOV as usize;
 /// UDP only ever uses these two.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(super) union RawAddr {
+pub(in crate::engine) union RawAddr {
     v4: libc::sockaddr_in,
     v6: libc::sockaddr_in6,
 }
 
 impl RawAddr {
     /// An all-zero address (family `AF_UNSPEC`), used as receive space.
-    pub(super) fn zeroed() -> RawAddr {
+    pub(in crate::engine) fn zeroed() -> RawAddr {
         RawAddr {
             v6: libc::sockaddr_in6 {
                 sin6_family: 0,
@@ -44,7 +44,7 @@ impl RawAddr {
     }
 
     /// Converts a Rust address, returning the raw form and the length the kernel should read.
-    pub(super) fn from_socket_addr(addr: &SocketAddr) -> (RawAddr, libc::socklen_t) {
+    pub(in crate::engine) fn from_socket_addr(addr: &SocketAddr) -> (RawAddr, libc::socklen_t) {
         match addr {
             SocketAddr::V4(a) => {
                 let raw = RawAddr {
@@ -78,7 +78,7 @@ impl RawAddr {
 
     /// Reads back an address the kernel wrote, `len` being the `msg_namelen` it reported.
     /// `None` for any family other than IPv4/IPv6 or a length too short for it.
-    pub(super) fn socket_addr(&self, len: libc::socklen_t) -> Option<SocketAddr> {
+    pub(in crate::engine) fn socket_addr(&self, len: libc::socklen_t) -> Option<SocketAddr> {
         let len = len as usize;
         // SAFETY: every constructor fully initialises the 28 bytes of the union (`zeroed` and
         // the V6 arm write the larger member; the kernel writes at most `msg_namelen` bytes over

@@ -21,6 +21,7 @@ use io_uring::{cqueue, opcode, types, IoUring};
 
 use super::{parse_sockaddr, Datagram, Errno, SendError, UringConfig, UringStats};
 use super::{NAME_LEN, RECV_HEADER};
+use crate::engine::udp::RawAddr;
 
 /// `user_data` tags: the kind in the high 32 bits, a slot index in the low 32.
 const UD_RECV: u64 = 1 << 32;
@@ -173,7 +174,7 @@ enum Keep {
 struct SendSlot {
     hdr: libc::msghdr,
     iov: libc::iovec,
-    addr: libc::sockaddr_in6,
+    addr: RawAddr,
     keep: Keep,
 }
 
@@ -250,7 +251,7 @@ impl UringUdp {
                     iov_len: 0,
                 },
                 // SAFETY: as above.
-                addr: unsafe { mem::zeroed() },
+                addr: RawAddr::zeroed(),
                 keep: Keep::Free,
             })
             .collect::<Box<[SendSlot]>>();
@@ -369,7 +370,8 @@ impl UringUdp {
         }
         let slot = &mut self.slots[idx as usize];
         slot.keep = keep;
-        let addr_len = write_sockaddr(&mut slot.addr, &to);
+        let (addr, addr_len) = RawAddr::from_socket_addr(&to);
+        slot.addr = addr;
         slot.iov = libc::iovec {
             iov_base: ptr.cast_mut().cast(),
             iov_len: len,
@@ -603,38 +605,6 @@ fn errno_of(e: io::Error) -> Errno {
     Errno(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// Writes `to` as a `sockaddr_in` / `sockaddr_in6` into `slot`; returns its length.
-fn write_sockaddr(slot: &mut libc::sockaddr_in6, to: &SocketAddr) -> libc::socklen_t {
-    match to {
-        SocketAddr::V4(a) => {
-            let v4 = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: a `sockaddr_in` (16 bytes) fits in a `sockaddr_in6` (28 bytes); both are
-            // plain C structs and `write_unaligned` needs no alignment.
-            unsafe { std::ptr::write_unaligned((slot as *mut libc::sockaddr_in6).cast(), v4) };
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            *slot = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo().to_be(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
-}
-
 impl std::fmt::Debug for UringUdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringUdp")
@@ -652,22 +622,17 @@ mod tests {
 
     #[test]
     fn sockaddrs_written_for_the_kernel_read_back() {
-        let mut slot = zeroed_sockaddr();
         let v4: SocketAddr = "10.1.2.3:4567".parse().unwrap();
-        let len = write_sockaddr(&mut slot, &v4);
+        let (slot, len) = RawAddr::from_socket_addr(&v4);
         assert_eq!(len as usize, 16);
-        // SAFETY: reading the plain-struct bytes of a fully initialised local.
+        // SAFETY: `RawAddr` is a fully initialised 28-byte plain C union.
         let bytes: [u8; 28] = unsafe { mem::transmute(slot) };
         assert_eq!(parse_sockaddr(&bytes[..16]), Some(v4));
         let v6: SocketAddr = "[fe80::1%2]:53".parse().unwrap();
-        assert_eq!(write_sockaddr(&mut slot, &v6) as usize, 28);
+        let (slot, len) = RawAddr::from_socket_addr(&v6);
+        assert_eq!(len as usize, 28);
         // SAFETY: as above.
         let bytes: [u8; 28] = unsafe { mem::transmute(slot) };
         assert_eq!(parse_sockaddr(&bytes), Some(v6));
-    }
-
-    fn zeroed_sockaddr() -> libc::sockaddr_in6 {
-        // SAFETY: all-zero is a valid `sockaddr_in6`.
-        unsafe { mem::zeroed() }
     }
 }
