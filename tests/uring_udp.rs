@@ -349,3 +349,83 @@ fn dropping_a_ring_with_work_in_flight_is_clean() {
     }
     assert!(payload.is_unique());
 }
+
+#[test]
+fn one_ring_receives_on_several_sockets_and_sends_a_buffer_from_another() {
+    if !available() {
+        return;
+    }
+    let mut u = ring(UringConfig {
+        recv_buffers: 8,
+        ..UringConfig::default()
+    });
+    let second = u
+        .add_socket(UdpSocket::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    assert_eq!((second, u.sockets()), (1, 2));
+    u.submit().unwrap();
+    assert!(u.receiving());
+    let second_addr = u.socket_at(1).unwrap().local_addr().unwrap();
+    let first_addr = addr(&u);
+    let peer = receiver();
+    peer.send_to(b"to the second", second_addr).unwrap();
+    peer.send_to(b"to the first", first_addr).unwrap();
+    let mut got = Vec::new();
+    collect(&mut u, &mut got, 2);
+    got.sort_by_key(|d| d.socket());
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].socket(), u.payload(&got[0])),
+        (0, &b"to the first"[..])
+    );
+    assert_eq!(
+        (got[1].socket(), u.payload(&got[1])),
+        (1, &b"to the second"[..])
+    );
+    // The buffer received on socket 1 goes out from socket 0: the peer sees socket 0's port.
+    u.send_received_on(0, &got[1], peer.local_addr().unwrap())
+        .unwrap();
+    assert_eq!(
+        u.send_on(9, Bytes::from_static(b"x"), first_addr),
+        Err(SendError::NoSocket)
+    );
+    for d in got.drain(..) {
+        u.release(d);
+    }
+    u.submit().unwrap();
+    drain_sends(&mut u);
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"to the second"[..], first_addr));
+    assert_eq!(u.buffers_in_ring(), (8, 8));
+}
+
+#[test]
+fn a_watched_fd_wakes_the_ring_each_time_it_becomes_readable() {
+    if !available() {
+        return;
+    }
+    let mut u = ring(UringConfig::default());
+    let (tx, rx) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    rx.set_nonblocking(true).unwrap();
+    use std::os::fd::AsRawFd;
+    u.watch(rx.as_raw_fd()).unwrap();
+    u.wait(1, Duration::from_millis(20)).unwrap();
+    let mut scratch = Vec::new();
+    u.reap(&mut scratch);
+    assert!(!u.take_polled(), "fired with nothing to read");
+    for round in 0..3 {
+        tx.send(b"wake").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut fired = false;
+        while !fired && Instant::now() < deadline {
+            u.wait(1, Duration::from_millis(500)).unwrap();
+            u.reap(&mut scratch);
+            fired = u.take_polled();
+        }
+        assert!(fired, "round {round}: the poll did not fire");
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 4);
+    }
+    assert!(scratch.is_empty());
+}

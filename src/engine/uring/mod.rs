@@ -33,7 +33,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 pub use super::udp::Errno;
 pub use probe::{probe, ProbeError, UringSupport};
-pub use ring::UringUdp;
+pub use ring::{UringUdp, MAX_SOCKETS};
 
 /// Bytes the kernel writes before the payload in each provided buffer: the 16-byte
 /// `io_uring_recvmsg_out` header and a 28-byte address field (a `sockaddr_in6`).
@@ -95,6 +95,7 @@ impl UringConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Datagram {
     owner: u64,
+    sock: u16,
     bid: u16,
     offset: u32,
     len: u32,
@@ -127,6 +128,11 @@ impl Datagram {
     /// The receive buffer's id in the ring.
     pub fn buffer_id(&self) -> u16 {
         self.bid
+    }
+
+    /// The index of the socket it arrived on (see [`UringUdp::add_socket`]).
+    pub fn socket(&self) -> u16 {
+        self.sock
     }
 }
 
@@ -167,6 +173,8 @@ pub enum SendError {
     Submit(Errno),
     /// The datagram handle belongs to another `UringUdp`.
     ForeignDatagram,
+    /// The ring has no socket with that index.
+    NoSocket,
 }
 
 impl fmt::Display for SendError {
@@ -175,6 +183,7 @@ impl fmt::Display for SendError {
             SendError::SlabFull => f.write_str("io_uring send slab is full: reap completions"),
             SendError::Submit(e) => write!(f, "io_uring submit failed: {e}"),
             SendError::ForeignDatagram => f.write_str("datagram belongs to another ring"),
+            SendError::NoSocket => f.write_str("the ring has no socket with that index"),
         }
     }
 }

@@ -1,5 +1,8 @@
-//! [`UringUdp`]: one io_uring driving one UDP socket. Multishot `recvmsg` over a registered
-//! provided-buffer ring, `sendmsg` from a slab of owned send slots, cancel-and-drain on drop.
+//! [`UringUdp`]: one io_uring driving a worker's UDP sockets. Multishot `recvmsg` on every
+//! socket over one registered provided-buffer ring (so a buffer received on one socket can be
+//! sent from another), `sendmsg` from a slab of owned send slots, an optional multishot poll
+//! on one more file descriptor (the worker's epoll for TCP and wake-ups), cancel-and-drain on
+//! drop.
 //!
 //! The only unsafe code of the io_uring driver lives here: the page-aligned allocations the
 //! kernel reads and writes, the buffer ring's entries and tail, and pushing SQEs. Each block
@@ -27,6 +30,8 @@ use crate::engine::udp::RawAddr;
 const UD_RECV: u64 = 1 << 32;
 const UD_SEND: u64 = 2 << 32;
 const UD_CANCEL: u64 = 3 << 32;
+const UD_POLL: u64 = 4 << 32;
+const UD_INDEX: u64 = 0xffff_ffff;
 const UD_KIND: u64 = 0xffff_ffff << 32;
 
 const PAGE: usize = 4096;
@@ -36,6 +41,9 @@ const BGID: u16 = 0;
 const MAX_RECV_ERRORS: u32 = 64;
 /// How long dropping a `UringUdp` waits for the kernel to finish everything in flight.
 const DROP_DRAIN: Duration = Duration::from_secs(2);
+
+/// Sockets one ring drives at most (the size of its registered-file table).
+pub const MAX_SOCKETS: usize = 64;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -178,19 +186,30 @@ struct SendSlot {
     keep: Keep,
 }
 
-/// One io_uring driving one UDP socket; see the module docs of [`super`].
+/// One receiving socket of a ring.
+struct Sock {
+    sock: UdpSocket,
+    /// Registered in the ring's file table at the socket's index.
+    fixed: bool,
+    /// A multishot receive is queued or active in the kernel.
+    armed: bool,
+    errors_in_row: u32,
+}
+
+/// One io_uring driving UDP sockets; see the module docs of [`super`].
 pub struct UringUdp {
     // Declared first so the ring closes before the memory below is freed.
     ring: IoUring,
-    sock: UdpSocket,
-    fixed: bool,
+    socks: Vec<Sock>,
     single_issuer: bool,
     id: u64,
     bufs: BufRing,
     recv_hdr: Box<libc::msghdr>,
-    /// A multishot receive is queued or active in the kernel.
-    recv_armed: bool,
-    recv_errors_in_row: u32,
+    /// The fd watched by a multishot poll, whether that poll is armed, and whether it fired
+    /// since [`UringUdp::take_polled`] was last called.
+    watch: Option<i32>,
+    watch_armed: bool,
+    polled: bool,
     slots: Box<[SendSlot]>,
     free: Vec<u32>,
     stats: UringStats,
@@ -223,7 +242,8 @@ impl UringUdp {
                 false,
             ),
         };
-        let fixed = ring.submitter().register_files(&[sock.as_raw_fd()]).is_ok();
+        let sparse = u32::try_from(MAX_SOCKETS).unwrap_or(u32::MAX);
+        let table = ring.submitter().register_files_sparse(sparse).is_ok();
         let mut bufs = BufRing::new(cfg.recv_buffers, cfg.max_payload + RECV_HEADER)?;
         // SAFETY: the entries region holds `count` entries, is page-aligned, and lives in
         // `self.bufs` as long as the ring (the ring is dropped first; dropping `UringUdp`
@@ -260,26 +280,81 @@ impl UringUdp {
             .collect();
         let mut u = UringUdp {
             ring,
-            sock,
-            fixed,
+            socks: Vec::new(),
             single_issuer,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             bufs,
             recv_hdr,
-            recv_armed: false,
-            recv_errors_in_row: 0,
+            watch: None,
+            watch_armed: false,
+            polled: false,
             slots,
             free,
             stats: UringStats::default(),
         };
-        u.arm_recv()
-            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        u.add(sock, table)?;
         Ok(u)
     }
 
-    /// The socket (for `local_addr`, socket options...). Its fd stays owned by the ring.
+    /// Adds another socket (set non-blocking here) and starts receiving on it; returns its
+    /// index for [`send_on`](Self::send_on) and [`Datagram::socket`]. Socket 0 is the one
+    /// given to [`new`](Self::new). At most [`MAX_SOCKETS`].
+    pub fn add_socket(&mut self, sock: UdpSocket) -> io::Result<u16> {
+        let table = self.socks.first().is_some_and(|s| s.fixed);
+        self.add(sock, table)
+    }
+
+    fn add(&mut self, sock: UdpSocket, table: bool) -> io::Result<u16> {
+        if self.socks.len() >= MAX_SOCKETS {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        sock.set_nonblocking(true)?;
+        let idx = self.socks.len();
+        let fixed = table
+            && self
+                .ring
+                .submitter()
+                .register_files_update(idx as u32, &[sock.as_raw_fd()])
+                .is_ok();
+        self.socks.push(Sock {
+            sock,
+            fixed,
+            armed: false,
+            errors_in_row: 0,
+        });
+        self.arm_recv(idx)
+            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        Ok(idx as u16)
+    }
+
+    /// Watches `fd` for readability with a multishot poll (re-armed when the kernel ends
+    /// it): [`take_polled`](Self::take_polled) tells whether it fired. The worker watches
+    /// its epoll descriptor this way, so it blocks in one place. `fd` must stay open as long
+    /// as the ring; one fd at a time.
+    pub fn watch(&mut self, fd: i32) -> io::Result<()> {
+        self.watch = Some(fd);
+        self.arm_watch()
+            .map_err(|e| io::Error::from_raw_os_error(e.0))
+    }
+
+    /// Whether the watched fd became readable since the last call (clears the flag).
+    pub fn take_polled(&mut self) -> bool {
+        mem::take(&mut self.polled)
+    }
+
+    /// The number of sockets.
+    pub fn sockets(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Socket 0 (for `local_addr`, socket options...). Its fd stays owned by the ring.
     pub fn socket(&self) -> &UdpSocket {
-        &self.sock
+        &self.socks[0].sock
+    }
+
+    /// Socket `idx`, if there is one.
+    pub fn socket_at(&self, idx: u16) -> Option<&UdpSocket> {
+        self.socks.get(usize::from(idx)).map(|s| &s.sock)
     }
 
     /// Whether the ring runs with `SINGLE_ISSUER | DEFER_TASKRUN`.
@@ -287,9 +362,9 @@ impl UringUdp {
         self.single_issuer
     }
 
-    /// Whether the socket is a registered (fixed) file of the ring.
+    /// Whether socket 0 is a registered (fixed) file of the ring.
     pub fn fixed_file(&self) -> bool {
-        self.fixed
+        self.socks.first().is_some_and(|s| s.fixed)
     }
 
     /// The counters.
@@ -307,9 +382,9 @@ impl UringUdp {
         self.slots.len() - self.free.len()
     }
 
-    /// Whether a multishot receive is queued or active.
+    /// Whether a multishot receive is queued or active on every socket.
     pub fn receiving(&self) -> bool {
-        self.recv_armed
+        self.socks.iter().all(|s| s.armed)
     }
 
     /// The payload of `d` (empty if `d` belongs to another `UringUdp`).
@@ -325,39 +400,58 @@ impl UringUdp {
     pub fn release(&mut self, d: Datagram) {
         if d.owner == self.id {
             self.bufs.unref(d.bid);
-            if !self.recv_armed {
-                // Re-arming can only fail on a full SQ that cannot be submitted; the next
-                // `reap` tries again.
-                let _ = self.arm_recv();
-            }
+            // Re-arming can only fail on a full SQ that cannot be submitted; the next `reap`
+            // tries again.
+            self.rearm_all();
         }
     }
 
-    /// Queues one send of `payload` to `to`. Fan-out: call it once per destination with
-    /// clones of one `Bytes` (a refcount, no copy). Goes out with the next submit.
+    /// Queues one send of `payload` to `to` from socket 0. Fan-out: call it once per
+    /// destination with clones of one `Bytes` (a refcount, no copy). Goes out with the next
+    /// submit.
     pub fn send(&mut self, payload: Bytes, to: SocketAddr) -> Result<(), SendError> {
-        let (ptr, len) = (payload.as_ptr(), payload.len());
-        self.queue_send(Keep::Owned(payload), ptr, len, to)
+        self.send_on(0, payload, to)
     }
 
-    /// Queues one send of a received datagram's payload to `to`, in place: the buffer goes
-    /// back to the ring only after this send completes and `d` is released.
+    /// [`send`](Self::send) from socket `sock`.
+    pub fn send_on(&mut self, sock: u16, payload: Bytes, to: SocketAddr) -> Result<(), SendError> {
+        let (ptr, len) = (payload.as_ptr(), payload.len());
+        self.queue_send(sock, Keep::Owned(payload), ptr, len, to)
+    }
+
+    /// Queues one send of a received datagram's payload to `to` from socket 0, in place: the
+    /// buffer goes back to the ring only after this send completes and `d` is released.
     pub fn send_received(&mut self, d: &Datagram, to: SocketAddr) -> Result<(), SendError> {
+        self.send_received_on(0, d, to)
+    }
+
+    /// [`send_received`](Self::send_received) from socket `sock` (any socket of this ring,
+    /// whichever one received `d`).
+    pub fn send_received_on(
+        &mut self,
+        sock: u16,
+        d: &Datagram,
+        to: SocketAddr,
+    ) -> Result<(), SendError> {
         if d.owner != self.id {
             return Err(SendError::ForeignDatagram);
         }
         let payload = self.bufs.bytes(d.bid, d.offset as usize, d.len as usize);
         let (ptr, len) = (payload.as_ptr(), payload.len());
-        self.queue_send(Keep::Received(d.bid), ptr, len, to)
+        self.queue_send(sock, Keep::Received(d.bid), ptr, len, to)
     }
 
     fn queue_send(
         &mut self,
+        sock: u16,
         keep: Keep,
         ptr: *const u8,
         len: usize,
         to: SocketAddr,
     ) -> Result<(), SendError> {
+        let Some(target) = self.target(usize::from(sock)) else {
+            return Err(SendError::NoSocket);
+        };
         let Some(&idx) = self.free.last() else {
             return Err(SendError::SlabFull);
         };
@@ -381,10 +475,9 @@ impl UringUdp {
         slot.hdr.msg_iov = &raw mut slot.iov;
         slot.hdr.msg_iovlen = 1;
         let hdr = &raw const slot.hdr;
-        let sqe = if self.fixed {
-            opcode::SendMsg::new(types::Fixed(0), hdr).build()
-        } else {
-            opcode::SendMsg::new(types::Fd(self.sock.as_raw_fd()), hdr).build()
+        let sqe = match target {
+            Target::Fixed(i) => opcode::SendMsg::new(types::Fixed(i), hdr).build(),
+            Target::Fd(fd) => opcode::SendMsg::new(types::Fd(fd), hdr).build(),
         };
         // SAFETY: the SQE points at this slot's header, iovec and address, and the iovec at
         // the payload the slot keeps (an owned `Bytes`, or a received buffer whose refcount
@@ -442,7 +535,15 @@ impl UringUdp {
             };
             let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
             match ud & UD_KIND {
-                UD_RECV => self.on_recv(res, flags, out),
+                UD_RECV => self.on_recv((ud & UD_INDEX) as usize, res, flags, out),
+                UD_POLL => {
+                    if !cqueue::more(flags) {
+                        self.watch_armed = false;
+                    }
+                    if res >= 0 {
+                        self.polled = true;
+                    }
+                }
                 UD_SEND => {
                     if res < 0 {
                         self.stats.send_errors += 1;
@@ -457,15 +558,20 @@ impl UringUdp {
                 _ => {}
             }
         }
-        if !self.recv_armed {
-            let _ = self.arm_recv();
+        self.rearm_all();
+        if self.watch.is_some() && !self.watch_armed {
+            let _ = self.arm_watch();
         }
         out.len() - before
     }
 
-    fn on_recv(&mut self, res: i32, flags: u32, out: &mut Vec<Datagram>) {
+    fn on_recv(&mut self, sock: usize, res: i32, flags: u32, out: &mut Vec<Datagram>) {
+        let Some(s) = self.socks.get_mut(sock) else {
+            self.stats.malformed += 1;
+            return;
+        };
         if !cqueue::more(flags) {
-            self.recv_armed = false;
+            s.armed = false;
         }
         if res < 0 {
             match -res {
@@ -474,7 +580,7 @@ impl UringUdp {
                 e => {
                     self.stats.recv_errors += 1;
                     self.stats.last_recv_error = Some(Errno(e));
-                    self.recv_errors_in_row += 1;
+                    s.errors_in_row += 1;
                 }
             }
             return;
@@ -486,7 +592,7 @@ impl UringUdp {
         // The kernel handed this buffer over: it is ours until given back.
         self.bufs.in_ring = self.bufs.in_ring.saturating_sub(1);
         self.bufs.refs[usize::from(bid)] = 1;
-        self.recv_errors_in_row = 0;
+        s.errors_in_row = 0;
         let parsed = {
             let whole = self.bufs.bytes(bid, 0, self.bufs.size);
             RecvMsgOut::parse(whole, &self.recv_hdr).ok().and_then(|m| {
@@ -509,6 +615,7 @@ impl UringUdp {
         self.stats.truncated += u64::from(truncated);
         out.push(Datagram {
             owner: self.id,
+            sock: sock as u16,
             bid,
             offset: offset as u32,
             len: len as u32,
@@ -527,37 +634,89 @@ impl UringUdp {
             Keep::Received(bid) => self.bufs.unref(bid),
         }
         self.free.push(idx);
-        if !self.recv_armed {
-            let _ = self.arm_recv();
+        self.rearm_all();
+    }
+
+    /// How SQEs name socket `idx`.
+    fn target(&self, idx: usize) -> Option<Target> {
+        let s = self.socks.get(idx)?;
+        Some(if s.fixed {
+            Target::Fixed(idx as u32)
+        } else {
+            Target::Fd(s.sock.as_raw_fd())
+        })
+    }
+
+    fn rearm_all(&mut self) {
+        for i in 0..self.socks.len() {
+            if !self.socks[i].armed && self.arm_recv(i).is_err() {
+                break;
+            }
         }
     }
 
-    /// Queues the multishot receive if it is not running, the ring has a buffer for it and
-    /// errors have not piled up.
-    fn arm_recv(&mut self) -> Result<(), Errno> {
-        if self.recv_armed || self.bufs.in_ring == 0 || self.recv_errors_in_row >= MAX_RECV_ERRORS {
+    /// Queues socket `idx`'s multishot receive if it is not running, the ring has a buffer
+    /// for it and errors have not piled up.
+    fn arm_recv(&mut self, idx: usize) -> Result<(), Errno> {
+        let Some(s) = self.socks.get(idx) else {
+            return Ok(());
+        };
+        if s.armed || self.bufs.in_ring == 0 || s.errors_in_row >= MAX_RECV_ERRORS {
             return Ok(());
         }
         if self.ring.submission().is_full() {
             self.submit().map_err(errno_of)?;
         }
         let hdr = &raw const *self.recv_hdr;
-        let sqe = if self.fixed {
-            opcode::RecvMsgMulti::new(types::Fixed(0), hdr, BGID).build()
-        } else {
-            opcode::RecvMsgMulti::new(types::Fd(self.sock.as_raw_fd()), hdr, BGID).build()
+        let sqe = match self.target(idx) {
+            Some(Target::Fixed(i)) => opcode::RecvMsgMulti::new(types::Fixed(i), hdr, BGID).build(),
+            Some(Target::Fd(fd)) => opcode::RecvMsgMulti::new(types::Fd(fd), hdr, BGID).build(),
+            None => return Ok(()),
         };
         // SAFETY: the SQE points at the boxed `recv_hdr`, which lives as long as `self` and is
-        // never written after construction; the buffers it selects are the registered ring's.
-        let pushed = unsafe { self.ring.submission().push(&sqe.user_data(UD_RECV)) };
+        // never written after construction (the kernel only reads its lengths); the buffers
+        // it selects are the registered ring's.
+        let pushed = unsafe {
+            self.ring
+                .submission()
+                .push(&sqe.user_data(UD_RECV | idx as u64))
+        };
         if pushed.is_err() {
             return Err(Errno(libc::EBUSY));
         }
         if self.stats.received > 0 || self.stats.enobufs > 0 || self.stats.recv_errors > 0 {
             self.stats.rearms += 1;
         }
-        self.recv_armed = true;
+        self.socks[idx].armed = true;
         Ok(())
+    }
+
+    /// Queues the multishot poll on the watched fd.
+    fn arm_watch(&mut self) -> Result<(), Errno> {
+        let Some(fd) = self.watch else {
+            return Ok(());
+        };
+        if self.watch_armed {
+            return Ok(());
+        }
+        if self.ring.submission().is_full() {
+            self.submit().map_err(errno_of)?;
+        }
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(UD_POLL);
+        // SAFETY: a poll SQE points at no memory.
+        let pushed = unsafe { self.ring.submission().push(&sqe) };
+        if pushed.is_err() {
+            return Err(Errno(libc::EBUSY));
+        }
+        self.watch_armed = true;
+        Ok(())
+    }
+
+    fn any_receive_armed(&self) -> bool {
+        self.socks.iter().any(|s| s.armed)
     }
 }
 
@@ -566,7 +725,10 @@ impl Drop for UringUdp {
     /// completed everything; if it has not, leaks the memory it may still use.
     fn drop(&mut self) {
         // Stop re-arming; then cancel everything the kernel holds.
-        self.recv_errors_in_row = MAX_RECV_ERRORS;
+        for s in &mut self.socks {
+            s.errors_in_row = MAX_RECV_ERRORS;
+        }
+        self.watch = None;
         let cancel = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
             .user_data(UD_CANCEL);
@@ -577,7 +739,7 @@ impl Drop for UringUdp {
         let _ = unsafe { self.ring.submission().push(&cancel) };
         let deadline = Instant::now() + DROP_DRAIN;
         let mut scratch = Vec::new();
-        while self.recv_armed || self.sends_in_flight() > 0 {
+        while self.any_receive_armed() || self.watch_armed || self.sends_in_flight() > 0 {
             if Instant::now() >= deadline || self.wait(1, Duration::from_millis(20)).is_err() {
                 break;
             }
@@ -586,7 +748,7 @@ impl Drop for UringUdp {
                 self.release(d);
             }
         }
-        if self.recv_armed || self.sends_in_flight() > 0 {
+        if self.any_receive_armed() || self.sends_in_flight() > 0 {
             // The kernel may still touch these: never free them.
             self.bufs.entries.leaked = true;
             self.bufs.bufs.leaked = true;
@@ -594,6 +756,13 @@ impl Drop for UringUdp {
             mem::forget(mem::replace(&mut self.recv_hdr, Box::new(zeroed_msghdr())));
         }
     }
+}
+
+/// How an SQE names a socket: by registered-file index or by fd.
+#[derive(Clone, Copy)]
+enum Target {
+    Fixed(u32),
+    Fd(i32),
 }
 
 fn zeroed_msghdr() -> libc::msghdr {
@@ -610,7 +779,8 @@ impl std::fmt::Debug for UringUdp {
         f.debug_struct("UringUdp")
             .field("buffers_in_ring", &self.buffers_in_ring())
             .field("sends_in_flight", &self.sends_in_flight())
-            .field("receiving", &self.recv_armed)
+            .field("sockets", &self.socks.len())
+            .field("receiving", &self.receiving())
             .field("single_issuer", &self.single_issuer)
             .finish()
     }
