@@ -9,6 +9,7 @@
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod control;
 pub mod dedupe;
 pub mod engine;
 pub mod proto;

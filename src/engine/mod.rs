@@ -12,5 +12,19 @@
 //! where every block carries a `// SAFETY:` comment.
 #![deny(unsafe_code)]
 
+pub mod bus;
+pub mod counters;
+pub mod driver;
+mod start;
+pub mod tcp;
+mod tcp_side;
 pub mod udp;
 pub mod uring;
+pub mod worker;
+
+pub use start::{Bound, Engine};
+
+/// The largest datagram the engine receives whole (a longer one is counted as truncated and
+/// dropped): 16 KiB, far above any OSC message a venue sends and a fixed cost per receive
+/// buffer.
+pub const MAX_DATAGRAM: usize = 16 * 1024;

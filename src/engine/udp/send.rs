@@ -231,6 +231,30 @@ impl<'a> SendBatch<'a> {
         self.queue.pending.clear();
     }
 
+    /// Empties the batch (dropping anything still queued) and lets it borrow payloads for
+    /// another lifetime, keeping every allocation: a worker keeps one `SendBatch<'static>`
+    /// and recycles it to borrow each received batch in turn.
+    pub fn recycle<'b>(self) -> SendBatch<'b> {
+        let SendBatch { queue, raw } = self;
+        let mut pending = queue.pending;
+        pending.clear();
+        // An empty vector collected in place into one of the same layout keeps its buffer
+        // (`filter_map` only changes the element lifetime here; the allocation test checks
+        // that nothing is allocated).
+        #[allow(clippy::unnecessary_filter_map)]
+        let pending: Vec<Pending<'b>> = pending.into_iter().filter_map(|_| None).collect();
+        SendBatch {
+            queue: Queue {
+                pending,
+                plan: queue.plan,
+                max_msgs: queue.max_msgs,
+                capacity: queue.capacity,
+                gso: queue.gso,
+            },
+            raw,
+        }
+    }
+
     /// Sends everything queued with non-blocking `sendmmsg` calls until the queue is empty or
     /// the socket would block; see the module docs for how errors are handled. Sent and failed
     /// datagrams leave the queue; the rest stay, in order.

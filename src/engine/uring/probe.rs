@@ -77,7 +77,19 @@ fn errno(e: &io::Error) -> Errno {
 }
 
 /// Checks that io_uring and everything [`UringUdp`] uses work on this kernel.
+///
+/// The check runs on a short-lived thread of its own: tearing down a ring can leave kernel
+/// task work queued on the thread that used it, which makes that thread's next blocking
+/// system call return `EINTR`; the caller's thread must not inherit that.
 pub fn probe() -> Result<UringSupport, ProbeError> {
+    std::thread::scope(|s| {
+        s.spawn(probe_here)
+            .join()
+            .unwrap_or(Err(ProbeError::Setup(Errno(libc::EIO))))
+    })
+}
+
+fn probe_here() -> Result<UringSupport, ProbeError> {
     let ring: IoUring = IoUring::new(8).map_err(|e| ProbeError::Setup(errno(&e)))?;
     let mut p = Probe::new();
     ring.submitter()

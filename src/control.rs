@@ -1,0 +1,321 @@
+//! The control thread (slow path): runs the protocol state machines and their timers, turns
+//! their actions into jobs for the workers, and compiles and publishes a new [`Snapshot`]
+//! (route table plus membership) whenever membership changes. It never touches a socket.
+//!
+//! Inputs arrive in the bounded control mailbox (packets the route table marked as control,
+//! TCP closes); the workers' "seen" flags tell it which patrons sent traffic, so keepalive
+//! does not need a control message per forwarded packet. Every 10 s it logs the summed worker
+//! counters at debug level, and a warning (at most one per 10 s) if malformed packets or drops
+//! because a queue was full were counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::engine::bus::{
+    ControlMsg, Dest, Endpoint, Member, Shared, Snapshot, Waker, WorkerMsg, GROUP, INGRESS_CLASSES,
+    PATRON, STRANGER,
+};
+use crate::engine::counters::{self, C};
+use crate::proto::messenger::{Action as MAction, Gateway, GATEWAY_PREFIX};
+use crate::route::{Action, CompileError, DropReason, Matcher, Protocol, RouteTableBuilder, Rule};
+
+/// Control messages handled per loop iteration before timers and publishing get their turn.
+const DRAIN_BUDGET: usize = 4096;
+/// The longest the control thread sleeps.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
+/// How often counters are logged and checked.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Builds the snapshot for the current Messenger membership (`None`: the front door is off).
+pub fn messenger_snapshot(patrons: Option<&[Endpoint]>) -> Result<Snapshot, CompileError> {
+    let mut b = RouteTableBuilder::<Dest>::new(INGRESS_CLASSES);
+    let mut members = HashMap::with_hasher(foldhash::fast::FixedState::default());
+    let mut n = 0;
+    if let Some(patrons) = patrons {
+        let all: Vec<Dest> = patrons.iter().map(|e| Dest::Peer(*e)).collect();
+        let mut everyone = Vec::with_capacity(all.len() + 1);
+        everyone.push(Dest::Group);
+        everyone.extend_from_slice(&all);
+        let all = b.dest_set(all);
+        let everyone = b.dest_set(everyone);
+        b.rule(Rule::new(
+            GROUP,
+            Matcher::prefix(GATEWAY_PREFIX),
+            Action::Drop(DropReason::Reserved),
+        ));
+        for ingress in [PATRON, STRANGER] {
+            b.rule(Rule::new(
+                ingress,
+                Matcher::prefix(GATEWAY_PREFIX),
+                Action::Control(Protocol::Messenger),
+            ));
+        }
+        b.default_action(GROUP, Action::Forward(all));
+        b.default_action(PATRON, Action::Forward(everyone));
+        for (i, e) in patrons.iter().enumerate() {
+            members.insert(
+                *e,
+                Member {
+                    ingress: PATRON,
+                    seen: i as u32,
+                },
+            );
+        }
+        n = patrons.len();
+    }
+    b.default_action(STRANGER, Action::Drop(DropReason::NoRoute));
+    Ok(Snapshot {
+        table: b.build()?,
+        members,
+        seen: (0..n).map(|_| AtomicBool::new(false)).collect(),
+    })
+}
+
+/// What the control thread runs.
+pub struct Control {
+    /// The Messenger gateway, if enabled.
+    pub messenger: Option<Gateway<Endpoint>>,
+}
+
+/// Runs the control thread until `stop` is set; then sends every patron its shutdown message,
+/// tells every worker to stop (after those sends), and returns.
+pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    shared.control.set_waker(Waker::Thread(thread::current()));
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let mut last_totals = [0u64; counters::COUNT];
+    loop {
+        let now = start.elapsed();
+        for _ in 0..DRAIN_BUDGET {
+            let Some(msg) = shared.control.pop() else {
+                break;
+            };
+            if let Some(gw) = ctl.messenger.as_mut() {
+                match msg {
+                    ControlMsg::Packet {
+                        protocol: Protocol::Messenger,
+                        from,
+                        source_ip,
+                        packet,
+                    } => gw.handle(now, from, source_ip, &packet),
+                    ControlMsg::Packet { .. } => {}
+                    ControlMsg::Closed(c) => {
+                        gw.endpoint_closed(Endpoint::Tcp(c));
+                    }
+                }
+            }
+        }
+        if let Some(gw) = ctl.messenger.as_mut() {
+            let snap = shared.snapshot.load();
+            for (ep, m) in &snap.members {
+                if let Some(flag) = snap.seen.get(m.seen as usize) {
+                    if flag.swap(false, Ordering::Relaxed) {
+                        gw.note_traffic(now, *ep);
+                    }
+                }
+            }
+            if gw.poll_timeout().is_some_and(|t| t <= now) {
+                gw.handle_timeout(now);
+            }
+        }
+        apply(&mut ctl, &shared);
+        if last_report.elapsed() >= REPORT_EVERY {
+            last_report = Instant::now();
+            report(&shared, &mut last_totals);
+        }
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let sleep = ctl
+            .messenger
+            .as_ref()
+            .and_then(|g| g.poll_timeout())
+            .map(|t| t.saturating_sub(start.elapsed()))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        if shared.control.is_empty() {
+            thread::park_timeout(sleep);
+        }
+    }
+    // Shutdown: every patron gets `/messenger/gateway/me/shutdown`, then the workers stop
+    // (their mailboxes are FIFO, so the messages go out first).
+    if let Some(gw) = ctl.messenger.as_mut() {
+        gw.shutdown(start.elapsed());
+    }
+    apply(&mut ctl, &shared);
+    for w in shared.workers.iter() {
+        // A full mailbox is drained within a turn; retry briefly rather than lose the stop.
+        let mut msg = WorkerMsg::Stop;
+        for _ in 0..1000 {
+            match w.mailbox.send(msg) {
+                Ok(()) => break,
+                Err(back) => {
+                    msg = back;
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+/// Turns the gateway's actions into worker jobs, publishing a new snapshot first if
+/// membership changed (so a patron that hears `accept` is already routed as one).
+fn apply(ctl: &mut Control, shared: &Shared) {
+    let Some(gw) = ctl.messenger.as_mut() else {
+        return;
+    };
+    let mut dirty = false;
+    let mut sends = Vec::new();
+    while let Some(a) = gw.poll_action() {
+        match a {
+            MAction::Send { to, packet } => sends.push((to, packet)),
+            MAction::Admit { endpoint, uid } => {
+                tracing::info!(patron = %endpoint, %uid, "patron admitted");
+                dirty = true;
+            }
+            MAction::Expel {
+                endpoint,
+                uid,
+                reason,
+            } => {
+                tracing::info!(patron = %endpoint, %uid, %reason, "patron removed");
+                if let (Endpoint::Tcp(c), crate::proto::messenger::Reason::Expired) =
+                    (endpoint, reason)
+                {
+                    let w = shared.worker_for(&endpoint);
+                    let _ = shared.workers[w].mailbox.send(WorkerMsg::Close(c));
+                }
+                dirty = true;
+            }
+        }
+    }
+    if dirty {
+        publish(ctl, shared);
+    }
+    for (to, packet) in sends {
+        let w = shared.worker_for(&to);
+        let msg = WorkerMsg::Send {
+            to,
+            packet: Bytes::from(packet),
+        };
+        if shared.workers[w].mailbox.send(msg).is_err() {
+            tracing::debug!(%to, "worker mailbox full: control reply dropped");
+        }
+    }
+}
+
+/// Compiles and publishes the snapshot for the current membership.
+fn publish(ctl: &Control, shared: &Shared) {
+    let patrons: Option<Vec<Endpoint>> = ctl
+        .messenger
+        .as_ref()
+        .map(|g| g.patrons().map(|p| p.endpoint).collect());
+    let snap = match messenger_snapshot(patrons.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Only fixed rules and endpoints go in, so this is a bug; keep the old table.
+            tracing::error!(error = %e, "route table failed to compile; keeping the previous one");
+            return;
+        }
+    };
+    // Carry "seen" marks over so traffic just before the swap is not forgotten.
+    let old = shared.snapshot.load();
+    for (ep, m) in &snap.members {
+        if let Some(o) = old.members.get(ep) {
+            let was = old
+                .seen
+                .get(o.seen as usize)
+                .is_some_and(|f| f.load(Ordering::Relaxed));
+            if was {
+                if let Some(f) = snap.seen.get(m.seen as usize) {
+                    f.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    shared.snapshot.store(Arc::new(snap));
+}
+
+/// Logs the summed counters, and a warning for malformed input or full queues since the last
+/// report.
+fn report(shared: &Shared, last: &mut [u64; counters::COUNT]) {
+    let now = counters::sum(shared.workers.iter().map(|w| &w.counters));
+    let delta = |c: C| now[c as usize].wrapping_sub(last[c as usize]);
+    tracing::debug!(
+        received = now[C::Received as usize],
+        forwarded = now[C::Forwarded as usize],
+        control = now[C::Control as usize],
+        bad = now[C::BadPacket as usize],
+        "worker counters"
+    );
+    let bad = delta(C::BadPacket) + delta(C::TcpBadFrame) + delta(C::TcpFatal);
+    if bad > 0 {
+        tracing::warn!(
+            count = bad,
+            "malformed packets or frames dropped in the last 10 s"
+        );
+    }
+    let full = delta(C::ControlQueueFull) + delta(C::EgressQueueFull) + delta(C::FanoutFull);
+    if full > 0 {
+        tracing::warn!(
+            count = full,
+            "packets dropped on full queues in the last 10 s"
+        );
+    }
+    *last = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn udp(p: u16) -> Endpoint {
+        Endpoint::Udp(SocketAddr::from(([127, 0, 0, 1], p)))
+    }
+
+    #[test]
+    fn messenger_routes_group_to_patrons_and_patrons_to_everyone() {
+        let patrons = [udp(1), udp(2)];
+        let s = messenger_snapshot(Some(&patrons)).unwrap();
+        let v = s.table.lookup(GROUP, b"/cue/go");
+        assert_eq!(v.forward(), &[Dest::Peer(udp(1)), Dest::Peer(udp(2))]);
+        let v = s.table.lookup(PATRON, b"/cue/go");
+        assert_eq!(v.forward()[0], Dest::Group);
+        assert_eq!(v.forward().len(), 3);
+        assert_eq!(
+            s.table
+                .lookup(GROUP, b"/messenger/gateway/me/request")
+                .drop_reason(),
+            Some(DropReason::Reserved)
+        );
+        for ingress in [PATRON, STRANGER] {
+            let v = s.table.lookup(ingress, b"/messenger/gateway/me/request");
+            assert_eq!(v.control(), Some(Protocol::Messenger));
+            assert!(v.forward().is_empty());
+        }
+        assert_eq!(
+            s.table.lookup(STRANGER, b"/cue/go").drop_reason(),
+            Some(DropReason::NoRoute)
+        );
+        assert_eq!(s.classify(&udp(2)), PATRON);
+        assert!(
+            s.seen[1].load(Ordering::Relaxed),
+            "classify marks the patron as seen"
+        );
+        assert_eq!(s.classify(&udp(3)), STRANGER);
+    }
+
+    #[test]
+    fn without_the_messenger_everything_is_dropped() {
+        let s = messenger_snapshot(None).unwrap();
+        for ingress in [GROUP, PATRON, STRANGER] {
+            assert!(s.table.lookup(ingress, b"/x").drop_reason().is_some());
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! [`Engine`]: binds every socket of the enabled front doors, builds the shared state, starts
+//! one worker per core (each with the driver [`driver::choose`] picked — the only place the
+//! two drivers are told apart) and the control thread, and stops them in order.
+//!
+//! Sockets are bound here, on the calling thread, so that configuration errors (a port in use,
+//! an unknown interface) are reported before anything runs, and so that a port of 0 resolves
+//! once and every worker's `SO_REUSEPORT` socket shares it.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::bus::{Endpoint, Mailbox, Shared, WorkerLink};
+use super::counters::{self, Counters};
+use super::driver::{self, Choice, DriverKind, PollDriver, UringDriver};
+use super::tcp::ConnConfig;
+use super::tcp_side::TcpSettings;
+use super::udp;
+use super::uring::UringConfig;
+use super::worker::{self, MessengerSockets, WorkerSetup};
+use crate::config::{Config, Driver as DriverChoice};
+use crate::control::{self, Control};
+use crate::proto::messenger::{resolve_allow_list, Gateway};
+
+/// Socket buffers asked for on the UDP sockets (the kernel caps them at its maximum).
+const UDP_BUFFER: usize = 4 << 20;
+/// Capacity of the control mailbox.
+const CONTROL_QUEUE: usize = 16 * 1024;
+/// Capacity of each worker's mailbox.
+const WORKER_QUEUE: usize = 64 * 1024;
+
+/// Addresses the running engine listens on (ports resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The Messenger patron port (UDP and TCP), if enabled.
+    pub messenger: Option<SocketAddr>,
+    /// The Messenger group.
+    pub group: Option<SocketAddrV4>,
+    /// The interface address the group is joined and sent on.
+    pub interface: Option<Ipv4Addr>,
+}
+
+/// A running engine.
+pub struct Engine {
+    choice: Choice,
+    bound: Bound,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    control: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Engine {
+    /// Starts everything `cfg` enables; `driver` overrides `cfg.engine.driver`.
+    pub fn start(cfg: &Config, driver: Option<DriverChoice>) -> anyhow::Result<Engine> {
+        let choice =
+            driver::choose(driver.unwrap_or(cfg.engine.driver)).map_err(anyhow::Error::msg)?;
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let n = match cfg.engine.workers {
+            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, 256);
+
+        let m = &cfg.messenger;
+        let mut per_worker: Vec<Option<MessengerSockets>> = (0..n).map(|_| None).collect();
+        let mut bound = Bound {
+            messenger: None,
+            group: None,
+            interface: None,
+        };
+        let mut gateway = None;
+        if m.enabled {
+            let iface = if m.interface.is_empty() {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                crate::url::interface_addr(&m.interface)
+                    .map_err(anyhow::Error::msg)
+                    .context("messenger.interface")?
+            };
+            let group = m.group.0;
+            let mut listen = SocketAddr::V4(m.listen);
+            let mut patron_socks = Vec::with_capacity(n);
+            let mut listeners = Vec::with_capacity(n);
+            for i in 0..n {
+                let s = udp::bind_udp(listen, true, Some(UDP_BUFFER), Some(UDP_BUFFER))
+                    .with_context(|| format!("messenger.listen: binding UDP {listen}"))?;
+                if i == 0 {
+                    listen = s.local_addr()?;
+                }
+                if !iface.is_unspecified() {
+                    udp::set_multicast_if_v4(&s, iface)?;
+                }
+                udp::set_multicast_ttl_v4(&s, m.ttl)?;
+                udp::set_multicast_loop_v4(&s, false)?;
+                patron_socks.push(s);
+                listeners.push(
+                    bind_tcp(listen)
+                        .with_context(|| format!("messenger.listen: binding TCP {listen}"))?,
+                );
+            }
+            let group_rx = bind_group(group, iface)
+                .with_context(|| format!("messenger.group: joining {group} on {iface}"))?;
+            let self_sources = self_sources(listen, iface);
+            for (i, (udp_sock, tcp)) in patron_socks.into_iter().zip(listeners).enumerate() {
+                per_worker[i] = Some(MessengerSockets {
+                    patron_udp: udp_sock,
+                    group_rx: None,
+                    tcp: Some(tcp),
+                    group: SocketAddr::V4(group),
+                    self_sources: self_sources.clone(),
+                });
+            }
+            if let Some(Some(w0)) = per_worker.first_mut() {
+                w0.group_rx = Some(group_rx);
+            }
+            let uid = if m.uid.0.is_empty() {
+                fresh_uid()
+            } else {
+                m.uid.0.clone()
+            };
+            let allow = resolve_allow_list(m, host_networks());
+            gateway = Some(Gateway::new(m, uid, allow));
+            bound.messenger = Some(listen);
+            bound.group = Some(group);
+            bound.interface = Some(iface);
+        }
+
+        let patrons: Option<Vec<Endpoint>> = gateway.as_ref().map(|_| Vec::new());
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(control::messenger_snapshot(patrons.as_deref())?),
+            control: Mailbox::new(CONTROL_QUEUE),
+            workers: (0..n)
+                .map(|_| WorkerLink {
+                    mailbox: Mailbox::new(WORKER_QUEUE),
+                    counters: Counters::default(),
+                })
+                .collect(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_targets = m.max_patrons + 16;
+        let tcp = TcpSettings {
+            conn: ConnConfig {
+                framing: m.framing,
+                max_frame: cfg.tcp.max_frame,
+                queue_frames: 4096,
+                queue_bytes: 4 << 20,
+                max_drops: 4096,
+            },
+            max_conns: m.max_patrons.max(64) * 2,
+            idle_stranger: Duration::from_secs(m.timeout_s.max(1)),
+        };
+        let mut workers = Vec::with_capacity(n);
+        for (i, messenger) in per_worker.into_iter().enumerate() {
+            let setup = WorkerSetup {
+                id: i as u16,
+                core: if cfg.engine.pin_workers {
+                    cores.get(i % cores.len().max(1)).copied()
+                } else {
+                    None
+                },
+                messenger,
+                tcp: tcp.clone(),
+            };
+            let shared = Arc::clone(&shared);
+            let kind = choice.kind;
+            let handle = thread::Builder::new()
+                .name(format!("oscgate-w{i}"))
+                .spawn(move || match kind {
+                    DriverKind::Uring => {
+                        let d = UringDriver::new(uring_config(), max_targets)?;
+                        worker::run(d, setup, shared)
+                    }
+                    DriverKind::Mio => worker::run(PollDriver::new(max_targets)?, setup, shared),
+                })?;
+            workers.push(handle);
+        }
+        let ctl = Control { messenger: gateway };
+        let control = {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("oscgate-control".into())
+                .spawn(move || control::run(ctl, shared, stop))?
+        };
+        Ok(Engine {
+            choice,
+            bound,
+            shared,
+            stop,
+            control: Some(control),
+            workers,
+        })
+    }
+
+    /// The driver running, and why it was chosen.
+    pub fn driver(&self) -> &Choice {
+        &self.choice
+    }
+
+    /// What is bound.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// The workers' counters, summed, in [`counters::C::ALL`] order.
+    pub fn counters(&self) -> [u64; counters::COUNT] {
+        counters::sum(self.shared.workers.iter().map(|w| &w.counters))
+    }
+
+    /// Endpoints currently admitted (as published to the workers).
+    pub fn members(&self) -> Vec<Endpoint> {
+        let mut v: Vec<Endpoint> = self
+            .shared
+            .snapshot
+            .load()
+            .members
+            .keys()
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether a worker or the control thread has ended (it should not before [`stop`]).
+    ///
+    /// [`stop`]: Engine::stop
+    pub fn is_degraded(&self) -> bool {
+        self.workers.iter().any(|w| w.is_finished())
+            || self.control.as_ref().is_none_or(|c| c.is_finished())
+    }
+
+    /// Stops: every patron gets its shutdown message, then the workers flush and end.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        self.shared.control.wake();
+        if let Some(c) = self.control.take() {
+            c.thread().unpark();
+            if c.join().is_err() {
+                bail!("the control thread panicked");
+            }
+        }
+        let mut first_err = None;
+        for (i, w) in self.workers.drain(..).enumerate() {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert_with(|| anyhow::anyhow!("worker {i}: {e}"));
+                }
+                Err(_) => {
+                    first_err.get_or_insert_with(|| anyhow::anyhow!("worker {i} panicked"));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.control.is_some() || !self.workers.is_empty() {
+            let _ = self.stop_inner();
+        }
+    }
+}
+
+fn uring_config() -> UringConfig {
+    UringConfig {
+        recv_buffers: 512,
+        max_payload: super::MAX_DATAGRAM,
+        send_slots: 16 * 1024,
+        sq_entries: 1024,
+    }
+}
+
+/// A TCP listener on `addr` with `SO_REUSEPORT` (one per worker), non-blocking.
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// The group receiver: bound to the group address (so only group traffic arrives), shared
+/// with other programs on the host, joined on `iface`.
+fn bind_group(group: SocketAddrV4, iface: Ipv4Addr) -> io::Result<UdpSocket> {
+    let s = udp::bind_udp(SocketAddr::V4(group), true, Some(UDP_BUFFER), None)?;
+    udp::join_multicast_v4(&s, *group.ip(), iface)?;
+    Ok(s)
+}
+
+/// The source addresses oscgate's own group sends carry: the patron port on the interface
+/// address, or on every local address when either is unspecified.
+fn self_sources(listen: SocketAddr, iface: Ipv4Addr) -> Vec<SocketAddr> {
+    let port = listen.port();
+    match (listen.ip(), iface) {
+        (IpAddr::V4(ip), _) if !ip.is_unspecified() => vec![SocketAddr::from((ip, port))],
+        (_, iface) if !iface.is_unspecified() => vec![SocketAddr::from((iface, port))],
+        _ => host_networks()
+            .into_iter()
+            .map(|(ip, _)| SocketAddr::from((ip, port)))
+            .chain(std::iter::once(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                port,
+            ))))
+            .collect(),
+    }
+}
+
+/// The host's IPv4 addresses with their prefix lengths.
+fn host_networks() -> Vec<(Ipv4Addr, u8)> {
+    if_addrs::get_if_addrs()
+        .map(|ifs| {
+            ifs.into_iter()
+                .filter_map(|i| match i.addr {
+                    if_addrs::IfAddr::V4(a) => {
+                        Some((a.ip, u32::from(a.netmask).count_ones() as u8))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fresh upper-case UUID (version 4) from the kernel's random source.
+fn fresh_uid() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !ok {
+        // No random source: derive one from the clock and pid (unique enough for a uid).
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..16].copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+    }
+    crate::proto::uuid_from_bytes(bytes)
+}

@@ -1,0 +1,452 @@
+//! A worker's TCP side: its `SO_REUSEPORT` listener, its connections (a slab with generations,
+//! so a stale [`ConnId`] never reaches a new connection), and what a readiness event means for
+//! each. Frames read from a connection are routed like datagrams ([`State::route`]); frames
+//! for a connection are framed once per framing per packet ([`Framer`]) and queued on the
+//! connection ([`Conn::enqueue`], with its slow-reader policy); every connection with output
+//! gets one vectored write per loop turn ([`TcpSide::after_turn`]).
+//!
+//! Connections that never become a patron are closed after the idle limit; a fatal framing
+//! error (e.g. a length prefix over `tcp.max_frame`) closes the connection; the control thread
+//! hears of every close.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::bus::{ConnId, ControlMsg, Endpoint};
+use super::counters::{Counters, C};
+use super::driver::{Out, FIRST_WORKER_TOKEN};
+use super::tcp::{Conn, ConnConfig, Enqueue, Framer, ReadOutcome, WriteOutcome};
+use super::worker::{Origin, State};
+use crate::wire::framing::Framing;
+
+const LISTENER: Token = Token(FIRST_WORKER_TOKEN + 1);
+const FIRST_CONN: usize = FIRST_WORKER_TOKEN + 2;
+/// Bytes read from one connection per turn before the others get their go.
+const READ_BUDGET: usize = 256 * 1024;
+/// The worker's read buffer.
+const SCRATCH: usize = 64 * 1024;
+
+/// TCP settings of a worker.
+#[derive(Debug, Clone)]
+pub struct TcpSettings {
+    /// Framing, frame limit and output queue bounds of every connection.
+    pub conn: ConnConfig,
+    /// Connections one worker holds; more are closed as soon as accepted.
+    pub max_conns: usize,
+    /// A connection that is not a patron after this long is closed.
+    pub idle_stranger: Duration,
+}
+
+struct Live {
+    conn: Conn<TcpStream>,
+    peer: SocketAddr,
+    accepted: Instant,
+    /// Close once the output queue is empty.
+    closing: bool,
+    /// Close at the next write, dropping what is queued (a reader too slow to keep up).
+    abort: bool,
+    /// Has output queued and is on the `dirty` list.
+    dirty: bool,
+    /// Stopped reading because of the budget: read again next turn.
+    more: bool,
+}
+
+struct Slot {
+    generation: u32,
+    live: Option<Live>,
+}
+
+/// See the module docs.
+pub(crate) struct TcpSide {
+    worker: u16,
+    registry: Registry,
+    listener: Option<TcpListener>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    dirty: Vec<u32>,
+    more: Vec<u32>,
+    scratch: Box<[u8]>,
+    pub(crate) framer: Framer,
+    len32: Option<Bytes>,
+    slip: Option<Bytes>,
+    settings: TcpSettings,
+    last_sweep: Instant,
+}
+
+impl TcpSide {
+    pub(crate) fn new(
+        worker: u16,
+        registry: Registry,
+        listener: Option<std::net::TcpListener>,
+        settings: TcpSettings,
+    ) -> io::Result<TcpSide> {
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                let mut l = TcpListener::from_std(l);
+                registry.register(&mut l, LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(TcpSide {
+            worker,
+            registry,
+            listener,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            dirty: Vec::new(),
+            more: Vec::new(),
+            scratch: vec![0u8; SCRATCH].into_boxed_slice(),
+            framer: Framer::new(64 * 1024),
+            len32: None,
+            slip: None,
+            settings,
+            last_sweep: Instant::now(),
+        })
+    }
+
+    /// Forgets the frames encoded for the previous packet.
+    pub(crate) fn begin_packet(&mut self) {
+        self.len32 = None;
+        self.slip = None;
+    }
+
+    fn id_of(&self, slot: u32) -> ConnId {
+        ConnId {
+            worker: self.worker,
+            slot,
+            generation: self.slots[slot as usize].generation,
+        }
+    }
+
+    fn live_mut(&mut self, c: ConnId) -> Option<&mut Live> {
+        if c.worker != self.worker {
+            return None;
+        }
+        let s = self.slots.get_mut(c.slot as usize)?;
+        if s.generation != c.generation {
+            return None;
+        }
+        s.live.as_mut()
+    }
+
+    /// Queues `packet` on local connection `c`, framed for it. False if it is gone or the
+    /// packet was dropped by its slow-reader policy.
+    pub(crate) fn deliver_local(&mut self, c: ConnId, packet: &[u8], counters: &Counters) -> bool {
+        let framing = match self.live_mut(c) {
+            Some(l) if !l.closing => l.conn.framing(),
+            _ => return false,
+        };
+        let frame = match framing {
+            Framing::Slip => self
+                .slip
+                .get_or_insert_with(|| self.framer.slip(packet))
+                .clone(),
+            _ => self
+                .len32
+                .get_or_insert_with(|| self.framer.len32(packet))
+                .clone(),
+        };
+        let Some(live) = self.live_mut(c) else {
+            return false;
+        };
+        let (queued, close) = match live.conn.enqueue(frame) {
+            Enqueue::Queued => (true, false),
+            Enqueue::DroppedOldest(n) => {
+                counters.add(C::TcpSlowDropped, n as u64);
+                (true, false)
+            }
+            Enqueue::Dropped => {
+                counters.bump(C::TcpSlowDropped);
+                (false, false)
+            }
+            Enqueue::Disconnect => {
+                counters.bump(C::TcpSlowClosed);
+                (false, true)
+            }
+        };
+        if close {
+            live.abort = true;
+        }
+        if !live.dirty {
+            live.dirty = true;
+            self.dirty.push(c.slot);
+        }
+        queued
+    }
+
+    /// Closes `c` once what is queued for it has been written.
+    pub(crate) fn close_after_flush(&mut self, c: ConnId) {
+        if let Some(live) = self.live_mut(c) {
+            live.closing = true;
+            if !live.dirty {
+                live.dirty = true;
+                self.dirty.push(c.slot);
+            }
+        }
+    }
+
+    /// A readiness event for the listener or a connection.
+    pub(crate) fn event(state: &mut State, ev: &mio::event::Event, out: &mut Out) {
+        let t = ev.token();
+        if t == LISTENER {
+            state
+                .tcp
+                .accept_all(&state.shared.workers[usize::from(state.id)].counters);
+            return;
+        }
+        let Some(slot) = t.0.checked_sub(FIRST_CONN) else {
+            return;
+        };
+        let slot = slot as u32;
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            Self::read(state, slot, out);
+        }
+        if ev.is_writable() {
+            Self::write(state, slot);
+        }
+    }
+
+    fn accept_all(&mut self, counters: &Counters) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ECONNABORTED, EMFILE...: the next readiness tries again.
+                Err(_) => return,
+            };
+            if self.live >= self.settings.max_conns {
+                counters.bump(C::TcpRefused);
+                drop(stream);
+                continue;
+            }
+            let slot = match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.slots.push(Slot {
+                        generation: 0,
+                        live: None,
+                    });
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let token = Token(FIRST_CONN + slot as usize);
+            if self
+                .registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.free.push(slot);
+                counters.bump(C::TcpRefused);
+                continue;
+            }
+            self.slots[slot as usize].live = Some(Live {
+                conn: Conn::new(stream, &self.settings.conn),
+                peer,
+                accepted: Instant::now(),
+                closing: false,
+                abort: false,
+                dirty: false,
+                more: false,
+            });
+            self.live += 1;
+            counters.bump(C::TcpAccepted);
+        }
+    }
+
+    /// Reads what `slot` has (up to the budget) and routes every frame.
+    fn read(state: &mut State, slot: u32, out: &mut Out) {
+        let Some(mut live) = state
+            .tcp
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.live.take())
+        else {
+            return;
+        };
+        let id = state.tcp.id_of(slot);
+        let from = Endpoint::Tcp(id);
+        let ip = live.peer.ip();
+        let mut scratch = std::mem::take(&mut state.tcp.scratch);
+        let outcome = live.conn.on_readable(&mut scratch, READ_BUDGET, |frame| {
+            let counters = &state.shared.workers[usize::from(state.id)].counters;
+            match frame {
+                Ok(packet) => {
+                    counters.bump(C::Received);
+                    state.route(Some(from), ip, packet, Origin::Stream, out);
+                }
+                Err(_) => counters.bump(C::TcpBadFrame),
+            }
+        });
+        state.tcp.scratch = scratch;
+        let counters = &state.shared.workers[usize::from(state.id)].counters;
+        let close = match outcome {
+            ReadOutcome::Open => false,
+            ReadOutcome::More => {
+                if !live.more {
+                    live.more = true;
+                    state.tcp.more.push(slot);
+                }
+                false
+            }
+            ReadOutcome::Closed(reason) => {
+                if reason.is_fatal_framing() {
+                    counters.bump(C::TcpFatal);
+                }
+                true
+            }
+        };
+        state.tcp.slots[slot as usize].live = Some(live);
+        if close {
+            let counters = &state.shared.workers[usize::from(state.id)].counters;
+            state.tcp.close(slot, counters, &state.shared.control);
+            state.shared.control.wake();
+        }
+    }
+
+    fn write(state: &mut State, slot: u32) {
+        let counters = &state.shared.workers[usize::from(state.id)].counters;
+        let tcp = &mut state.tcp;
+        let Some(live) = tcp
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.live.as_mut())
+        else {
+            return;
+        };
+        let close = live.abort
+            || match live.conn.on_writable() {
+                WriteOutcome::Drained => live.closing,
+                WriteOutcome::Pending => false,
+                WriteOutcome::Closed(_) => true,
+            };
+        if close {
+            tcp.close(slot, counters, &state.shared.control);
+            state.shared.control.wake();
+        }
+    }
+
+    fn close(&mut self, slot: u32, counters: &Counters, control: &super::bus::Mailbox<ControlMsg>) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let Some(mut live) = s.live.take() else {
+            return;
+        };
+        let id = ConnId {
+            worker: self.worker,
+            slot,
+            generation: s.generation,
+        };
+        s.generation = s.generation.wrapping_add(1);
+        let _ = self.registry.deregister(live.conn.stream_mut());
+        drop(live);
+        self.free.push(slot);
+        self.live -= 1;
+        counters.bump(C::TcpClosed);
+        // If the control queue is full the patron still expires on its timeout.
+        let _ = control.push(ControlMsg::Closed(id));
+    }
+
+    /// Whether reads were cut short by the budget (the next turn must not block).
+    pub(crate) fn busy(&self) -> bool {
+        !self.more.is_empty()
+    }
+
+    /// End of a turn (inside the driver's turn): continue budget-limited reads.
+    pub(crate) fn continue_reads(state: &mut State, out: &mut Out) {
+        if state.tcp.more.is_empty() {
+            return;
+        }
+        let more = std::mem::take(&mut state.tcp.more);
+        for &slot in &more {
+            if let Some(l) = state.tcp.slots[slot as usize].live.as_mut() {
+                l.more = false;
+            }
+        }
+        for &slot in &more {
+            Self::read(state, slot, out);
+        }
+        // Keep the list's allocation when nothing was re-queued.
+        if state.tcp.more.is_empty() {
+            let mut more = more;
+            more.clear();
+            state.tcp.more = more;
+        }
+    }
+
+    /// After a turn: one vectored write per connection with output, and (twice a second)
+    /// close strangers idle past the limit.
+    pub(crate) fn after_turn(state: &mut State) {
+        let dirty = std::mem::take(&mut state.tcp.dirty);
+        for &slot in &dirty {
+            if let Some(l) = state.tcp.slots[slot as usize].live.as_mut() {
+                l.dirty = false;
+            }
+            Self::write(state, slot);
+        }
+        state.tcp.dirty = dirty;
+        state.tcp.dirty.clear();
+        let now = Instant::now();
+        if now.duration_since(state.tcp.last_sweep) >= Duration::from_millis(500) {
+            state.tcp.last_sweep = now;
+            let limit = state.tcp.settings.idle_stranger;
+            let mut idle = Vec::new();
+            for (i, s) in state.tcp.slots.iter().enumerate() {
+                if let Some(l) = &s.live {
+                    let id = ConnId {
+                        worker: state.id,
+                        slot: i as u32,
+                        generation: s.generation,
+                    };
+                    if now.duration_since(l.accepted) >= limit
+                        && !state
+                            .snap
+                            .as_ref()
+                            .is_some_and(|s| s.members.contains_key(&Endpoint::Tcp(id)))
+                    {
+                        idle.push(i as u32);
+                    }
+                }
+            }
+            for slot in idle {
+                let counters = &state.shared.workers[usize::from(state.id)].counters;
+                state.tcp.close(slot, counters, &state.shared.control);
+            }
+        }
+    }
+
+    /// Writes what is queued, for up to `limit` (shutdown).
+    pub(crate) fn flush_all(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut pending = false;
+            for s in &mut self.slots {
+                if let Some(l) = s.live.as_mut() {
+                    if l.conn.wants_write() {
+                        if let WriteOutcome::Pending = l.conn.on_writable() {
+                            pending = true;
+                        }
+                    }
+                }
+            }
+            if !pending || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

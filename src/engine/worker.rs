@@ -1,0 +1,424 @@
+//! One worker: a thread pinned to a core that owns its sockets and its driver, and runs the
+//! forwarding loop: receive a batch, [`peek`] each packet in place, classify its source
+//! (group, patron, stranger), look the address up in the published route table, copy control
+//! packets to the control thread, and fan the rest out, zero-copy, to every destination but the
+//! sender. Between turns it runs the jobs other threads put in its mailbox.
+//!
+//! Per forwarded packet there is no heap allocation, lock, log line or clock read: the
+//! snapshot is loaded once per turn, counters are plain per-worker atomics, destinations are
+//! pre-built in the table. TCP connections live on the worker that accepted them (see
+//! [`super::tcp`]); a packet for a connection of another worker goes through that worker's
+//! mailbox.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::bus::{ControlMsg, Dest, Endpoint, Shared, Snapshot, WorkerMsg, GROUP};
+use super::counters::{Counters, C};
+use super::driver::{Driver, Handler, Out, Rx, SockIdx, FIRST_WORKER_TOKEN};
+use super::tcp_side::TcpSide;
+use crate::route::DropReason;
+use crate::wire::address::{has_prefix, peek, Peek};
+use crate::wire::Packet;
+
+/// The mio token of a worker's waker.
+pub(crate) const WAKER: mio::Token = mio::Token(FIRST_WORKER_TOKEN);
+/// How long a worker sleeps at most (idle housekeeping: idle TCP connections).
+const TICK: Duration = Duration::from_millis(500);
+/// Mailbox jobs run per turn, so a flood of them cannot starve the sockets.
+const MAILBOX_BUDGET: usize = 8192;
+
+/// The sockets and settings one worker starts with.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    /// Its index (also its core, when pinned).
+    pub id: u16,
+    /// The core to pin to, if any.
+    pub core: Option<core_affinity::CoreId>,
+    /// The Messenger front door, if enabled.
+    pub messenger: Option<MessengerSockets>,
+    /// Per-connection TCP settings.
+    pub tcp: super::tcp_side::TcpSettings,
+}
+
+/// One worker's share of the Messenger front door.
+#[derive(Debug)]
+pub struct MessengerSockets {
+    /// The patron port (`SO_REUSEPORT`, one per worker); also sends to the group.
+    pub patron_udp: UdpSocket,
+    /// The group receiver (worker 0 only).
+    pub group_rx: Option<UdpSocket>,
+    /// The patron port's TCP listener (`SO_REUSEPORT`, one per worker).
+    pub tcp: Option<std::net::TcpListener>,
+    /// The multicast group.
+    pub group: SocketAddr,
+    /// The source addresses of oscgate's own sends to the group (dropped when heard back).
+    pub self_sources: Vec<SocketAddr>,
+}
+
+/// The per-packet side of a worker (the [`Handler`] its driver calls).
+pub(crate) struct State {
+    pub(crate) id: u16,
+    pub(crate) shared: Arc<Shared>,
+    /// The snapshot loaded for this turn. `None` only while [`State::route`] has moved it out
+    /// (moving an `Arc` costs nothing; cloning it per packet would bounce its reference count
+    /// between workers).
+    pub(crate) snap: Option<Arc<Snapshot>>,
+    patron_sock: Option<SockIdx>,
+    group_sock: Option<SockIdx>,
+    group: Option<SocketAddr>,
+    self_sources: Vec<SocketAddr>,
+    pub(crate) tcp: TcpSide,
+    /// Wake the control thread at the end of the turn.
+    wake_control: bool,
+    /// Other workers to wake at the end of the turn (bit per worker id, up to 64).
+    wake_workers: u64,
+}
+
+/// Where the packet being routed came from, and how its payload can be sent on.
+#[derive(Clone, Copy)]
+pub(crate) enum Origin {
+    /// A datagram: destinations are named on [`Out`] and sent in place.
+    Datagram,
+    /// A TCP frame: sent on as owned copies (one copy, shared).
+    Stream,
+}
+
+impl State {
+    fn counters(&self) -> &Counters {
+        &self.shared.workers[usize::from(self.id)].counters
+    }
+
+    /// Routes one packet from `from` (None: the group) with source `ip`.
+    pub(crate) fn route(
+        &mut self,
+        from: Option<Endpoint>,
+        ip: IpAddr,
+        payload: &[u8],
+        origin: Origin,
+        out: &mut Out,
+    ) {
+        let Some(snap) = self.snap.take() else {
+            return;
+        };
+        self.route_with(&snap, from, ip, payload, origin, out);
+        self.snap = Some(snap);
+    }
+
+    fn route_with(
+        &mut self,
+        snap: &Snapshot,
+        from: Option<Endpoint>,
+        ip: IpAddr,
+        payload: &[u8],
+        origin: Origin,
+        out: &mut Out,
+    ) {
+        let ingress = match &from {
+            None => GROUP,
+            Some(ep) => snap.classify(ep),
+        };
+        let address = match peek(payload) {
+            Ok(Peek::Message { address, .. }) => address,
+            Ok(Peek::Bundle) => match bundle_verdict(payload) {
+                BundleCheck::Plain => &b"#bundle"[..],
+                BundleCheck::Reserved => {
+                    // A bundle carrying gateway control is neither forwarded nor acted upon
+                    // (the protocol's control messages are plain messages).
+                    self.counters().bump(C::DroppedReserved);
+                    return;
+                }
+                BundleCheck::Bad => {
+                    self.counters().bump(C::BadPacket);
+                    return;
+                }
+            },
+            Err(_) => {
+                self.counters().bump(C::BadPacket);
+                return;
+            }
+        };
+        let verdict = snap.table.lookup(ingress, address);
+        if let Some(protocol) = verdict.control() {
+            if let Some(ep) = from {
+                self.pass_to_control(protocol, ep, ip, payload);
+            }
+        }
+        if let Some(reason) = verdict.drop_reason() {
+            self.counters().bump(match reason {
+                DropReason::Reserved => C::DroppedReserved,
+                _ => C::DroppedNoRoute,
+            });
+            return;
+        }
+        let dests = verdict.forward();
+        if dests.is_empty() {
+            return;
+        }
+        let mut owned: Option<Bytes> = None;
+        let mut delivered = 0u64;
+        self.tcp.begin_packet();
+        for d in dests {
+            let (sock, to) = match d {
+                Dest::Group => match (self.patron_sock, self.group) {
+                    (Some(s), Some(g)) => (s, g),
+                    _ => continue,
+                },
+                Dest::Peer(ep) if Some(*ep) == from => continue,
+                Dest::Peer(Endpoint::Udp(a)) => match self.patron_sock {
+                    Some(s) => (s, *a),
+                    None => continue,
+                },
+                Dest::Peer(Endpoint::Tcp(c)) => {
+                    if c.worker == self.id {
+                        let counters = &self.shared.workers[usize::from(self.id)].counters;
+                        delivered += u64::from(self.tcp.deliver_local(*c, payload, counters));
+                    } else {
+                        let bytes = owned
+                            .get_or_insert_with(|| self.tcp.framer.raw(payload))
+                            .clone();
+                        delivered += u64::from(self.deliver_remote(*c, bytes));
+                    }
+                    continue;
+                }
+            };
+            let queued = match origin {
+                Origin::Datagram => out.to(sock, to),
+                Origin::Stream => {
+                    let bytes = owned
+                        .get_or_insert_with(|| self.tcp.framer.raw(payload))
+                        .clone();
+                    out.send(sock, bytes, to)
+                }
+            };
+            if queued {
+                delivered += 1;
+            } else {
+                self.counters().bump(C::FanoutFull);
+            }
+        }
+        self.counters().add(C::Forwarded, delivered);
+    }
+
+    fn pass_to_control(
+        &mut self,
+        protocol: crate::route::Protocol,
+        from: Endpoint,
+        ip: IpAddr,
+        p: &[u8],
+    ) {
+        let source_ip = match ip {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        let msg = ControlMsg::Packet {
+            protocol,
+            from,
+            source_ip,
+            packet: Bytes::copy_from_slice(p),
+        };
+        if self.shared.control.push(msg).is_ok() {
+            self.counters().bump(C::Control);
+            self.wake_control = true;
+        } else {
+            self.counters().bump(C::ControlQueueFull);
+        }
+    }
+
+    /// Queues a packet for a TCP connection owned by another worker.
+    fn deliver_remote(&mut self, c: super::bus::ConnId, packet: Bytes) -> bool {
+        let Some(link) = self.shared.workers.get(usize::from(c.worker)) else {
+            return false;
+        };
+        let msg = WorkerMsg::Send {
+            to: Endpoint::Tcp(c),
+            packet,
+        };
+        if link.mailbox.push(msg).is_ok() {
+            if c.worker < 64 {
+                self.wake_workers |= 1 << c.worker;
+            } else {
+                link.mailbox.wake();
+            }
+            true
+        } else {
+            self.counters().bump(C::EgressQueueFull);
+            false
+        }
+    }
+
+    /// Sends the wake-ups collected during the turn.
+    fn flush_wakes(&mut self) {
+        if std::mem::take(&mut self.wake_control) {
+            self.shared.control.wake();
+        }
+        let mut mask = std::mem::take(&mut self.wake_workers);
+        while mask != 0 {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(link) = self.shared.workers.get(w) {
+                link.mailbox.wake();
+            }
+        }
+    }
+}
+
+impl Handler for State {
+    fn turn_start(&mut self) {
+        let current = self.shared.snapshot.load();
+        let stale = self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(&current, s));
+        if stale {
+            self.snap = Some(arc_swap::Guard::into_inner(current));
+        }
+    }
+
+    fn datagram(&mut self, rx: Rx<'_>, out: &mut Out) {
+        self.counters().bump(C::Received);
+        if rx.truncated {
+            self.counters().bump(C::Truncated);
+            return;
+        }
+        if Some(rx.sock) == self.group_sock {
+            if self.self_sources.contains(&rx.from) {
+                self.counters().bump(C::DroppedSelf);
+                return;
+            }
+            self.route(None, rx.from.ip(), rx.payload, Origin::Datagram, out);
+        } else {
+            let from = Endpoint::Udp(rx.from);
+            self.route(Some(from), rx.from.ip(), rx.payload, Origin::Datagram, out);
+        }
+    }
+
+    fn event(&mut self, event: &mio::event::Event, out: &mut Out) {
+        if event.token() == WAKER {
+            return;
+        }
+        TcpSide::event(self, event, out);
+    }
+
+    fn turn_end(&mut self, out: &mut Out) {
+        TcpSide::continue_reads(self, out);
+    }
+
+    fn busy(&self) -> bool {
+        self.tcp.busy()
+    }
+}
+
+/// What a bundle holds, as far as forwarding cares.
+enum BundleCheck {
+    Plain,
+    Reserved,
+    Bad,
+}
+
+/// Checks a bundle whole: malformed, carrying a `/messenger/gateway/...` message at any depth,
+/// or plain.
+fn bundle_verdict(payload: &[u8]) -> BundleCheck {
+    fn walk(p: Packet<'_>) -> bool {
+        match p {
+            Packet::Message(m) => has_prefix(m.address(), crate::proto::messenger::GATEWAY_PREFIX),
+            Packet::Bundle(b) => b.elements().any(walk),
+        }
+    }
+    match Packet::new_checked(payload) {
+        Ok(p) if walk(p) => BundleCheck::Reserved,
+        Ok(_) => BundleCheck::Plain,
+        Err(_) => BundleCheck::Bad,
+    }
+}
+
+/// Runs one worker until it is told to stop. Builds everything on this thread (an io_uring
+/// must be used by the thread that made it).
+pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) -> io::Result<()> {
+    if let Some(core) = setup.core {
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(
+                worker = setup.id,
+                core = core.id,
+                "could not pin the worker to its core"
+            );
+        }
+    }
+    let id = setup.id;
+    let mut patron_sock = None;
+    let mut group_sock = None;
+    let mut group = None;
+    let mut self_sources = Vec::new();
+    let mut listener = None;
+    if let Some(m) = setup.messenger {
+        patron_sock = Some(driver.add_udp(m.patron_udp)?);
+        if let Some(g) = m.group_rx {
+            group_sock = Some(driver.add_udp(g)?);
+        }
+        group = Some(m.group);
+        self_sources = m.self_sources;
+        listener = m.tcp;
+    }
+    let registry = driver.registry().try_clone()?;
+    let waker = mio::Waker::new(&registry, WAKER)?;
+    let link = &shared.workers[usize::from(id)];
+    link.mailbox.set_waker(super::bus::Waker::Mio(waker));
+    let tcp = TcpSide::new(id, registry, listener, setup.tcp)?;
+    let mut state = State {
+        id,
+        snap: Some(shared.snapshot.load_full()),
+        shared: Arc::clone(&shared),
+        patron_sock,
+        group_sock,
+        group,
+        self_sources,
+        tcp,
+        wake_control: false,
+        wake_workers: 0,
+    };
+    tracing::debug!(worker = id, driver = %driver.kind(), "worker running");
+    let mut stopping = false;
+    while !stopping {
+        driver.turn(Some(TICK), &mut state)?;
+        for _ in 0..MAILBOX_BUDGET {
+            let Some(msg) = link.mailbox.pop() else {
+                break;
+            };
+            match msg {
+                WorkerMsg::Send {
+                    to: Endpoint::Udp(a),
+                    packet,
+                } => {
+                    if let Some(s) = patron_sock {
+                        driver.send(s, packet, a);
+                    }
+                }
+                WorkerMsg::Send {
+                    to: Endpoint::Tcp(c),
+                    packet,
+                } => {
+                    // A new packet: the frames cached for the last one must not be reused.
+                    state.tcp.begin_packet();
+                    state.tcp.deliver_local(c, &packet, &link.counters);
+                }
+                WorkerMsg::SendGroup { packet } => {
+                    if let (Some(s), Some(g)) = (patron_sock, group) {
+                        driver.send(s, packet, g);
+                    }
+                }
+                WorkerMsg::Close(c) => state.tcp.close_after_flush(c),
+                WorkerMsg::Stop => {
+                    stopping = true;
+                    break;
+                }
+            }
+        }
+        TcpSide::after_turn(&mut state);
+        state.flush_wakes();
+    }
+    // Last chance for what is queued: shutdown messages above all.
+    driver.flush(Duration::from_millis(500));
+    state.tcp.flush_all(Duration::from_millis(200));
+    Ok(())
+}
