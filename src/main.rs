@@ -1,4 +1,5 @@
-//! The `oscgate` command line: `send`, `dump`, `check-config` and `defaults`.
+//! The `oscgate` command line: `run` (the daemon), `patron`, `send`, `dump`, `check-config`
+//! and `defaults`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (every enabled front door) until SIGINT or SIGTERM.
+    Run(cli::run::RunArgs),
+    /// Join a remote Messenger gateway as a patron and relay between it and local apps.
+    ///
+    /// Sends the request, answers keepalives, re-requests with backoff when the gateway goes
+    /// away, and relays every packet between the gateway and the unicast apps on `--local`
+    /// (apps send to `--listen`, default 127.0.0.1:9031). With `--tcp` one TCP connection
+    /// carries everything, so two venues can be linked through it. SIGINT or SIGTERM leaves
+    /// the gateway and exits 0.
+    Patron(cli::patron::PatronArgs),
     /// Send one OSC message, e.g. `send osc.udp://127.0.0.1:9000 /cue/go ,ifs 1 2.5 hi`.
     ///
     /// Arguments are typed by a type string starting with `,` (i f s b h t d S c r m T F N I [ ]);
@@ -43,13 +54,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if !matches!(cli.command, Command::Run(_)) {
+        cli::init_tracing("info");
+    }
     let result = match cli.command {
+        Command::Run(args) => cli::run::run(&args),
+        Command::Patron(args) => cli::patron::run(&args),
         Command::Send(args) => cli::send::run(&args),
         Command::Dump(args) => cli::dump::run(&args),
         Command::CheckConfig { file, print } => return cli::check_config(&file, print),

@@ -6,10 +6,23 @@ use std::process::ExitCode;
 use oscgate::config::Config;
 
 pub mod dump;
+pub mod patron;
+pub mod run;
 pub mod send;
 mod sock;
 
 /// `oscgate check-config FILE`: exit 0 if valid, 2 with a located error if not.
+/// Logs to stderr with `RUST_LOG` if set, else `level`.
+pub fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 pub fn check_config(file: &Path, print: bool) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
