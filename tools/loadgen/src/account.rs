@@ -169,13 +169,35 @@ impl Ledger {
 
     /// Sums over all pairs given how many messages each sender sent.
     pub fn totals(&self, sent_per_sender: &[u64]) -> Totals {
+        self.totals_where(sent_per_sender, |_, _| Pick::Expected)
+    }
+
+    /// Sums over the pairs `pick(receiver, sender)` calls [`Pick::Expected`]; deliveries on
+    /// [`Pick::Unexpected`] pairs (a message that should not have reached that receiver) are
+    /// counted in `unexpected` only, and [`Pick::Ignore`] pairs not at all. `delivered` is
+    /// then the deliveries on expected pairs plus the malformed datagrams.
+    pub fn totals_where(
+        &self,
+        sent_per_sender: &[u64],
+        pick: impl Fn(usize, usize) -> Pick,
+    ) -> Totals {
         let mut t = Totals {
-            delivered: self.delivered,
+            delivered: self.malformed,
             malformed: self.malformed,
             ..Totals::default()
         };
         for (i, p) in self.pairs.iter().enumerate() {
-            let sent = sent_per_sender.get(i % self.senders).copied().unwrap_or(0);
+            let (receiver, sender) = (i / self.senders, i % self.senders);
+            match pick(receiver, sender) {
+                Pick::Expected => {}
+                Pick::Unexpected => {
+                    t.unexpected += p.unique + p.duplicated;
+                    continue;
+                }
+                Pick::Ignore => continue,
+            }
+            let sent = sent_per_sender.get(sender).copied().unwrap_or(0);
+            t.delivered += p.unique + p.duplicated;
             t.expected += sent;
             t.unique += p.unique;
             t.lost += sent.saturating_sub(p.unique);
@@ -185,6 +207,17 @@ impl Ledger {
         }
         t
     }
+}
+
+/// Whether a (receiver, sender) pair should carry traffic; see [`Ledger::totals_where`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Every message of the sender should reach the receiver.
+    Expected,
+    /// None should (e.g. a patron's own message coming back to it).
+    Unexpected,
+    /// Not part of this count.
+    Ignore,
 }
 
 /// Sums of a ledger (or several, added with [`Totals::add`]).
@@ -198,6 +231,8 @@ pub struct Totals {
     pub reordered: u64,
     pub late: u64,
     pub malformed: u64,
+    /// Deliveries on pairs that should carry nothing ([`Pick::Unexpected`]).
+    pub unexpected: u64,
 }
 
 impl Totals {
@@ -211,6 +246,7 @@ impl Totals {
         self.reordered += o.reordered;
         self.late += o.late;
         self.malformed += o.malformed;
+        self.unexpected += o.unexpected;
     }
 }
 
@@ -314,5 +350,41 @@ mod tests {
         );
         assert_eq!(parse(b"", 1), Err(Malformed::NotOsc));
         assert_eq!(parse(&other, 1), Err(Malformed::BadArgs));
+    }
+
+    #[test]
+    fn picked_pairs_split_expected_unexpected_and_ignored() {
+        // Receivers 0 and 1, senders 0 and 1; sender 1 is receiver 1 itself (must not echo).
+        let mut l = Ledger::new(2, 2);
+        for seq in 0..3 {
+            l.record(0, &msg(0, seq, 0), 10);
+            l.record(1, &msg(0, seq, 0), 10);
+            l.record(0, &msg(1, seq, 0), 10);
+        }
+        l.record(1, &msg(1, 0, 0), 10); // an echo
+        l.record(1, b"junk", 10);
+        let t = l.totals_where(&[3, 4], |r, s| match (r, s) {
+            (1, 1) => Pick::Unexpected,
+            _ => Pick::Expected,
+        });
+        assert_eq!(t.expected, 3 + 3 + 4);
+        assert_eq!(t.delivered, 9 + 1);
+        assert_eq!((t.unique, t.lost, t.unexpected, t.malformed), (9, 1, 1, 1));
+        let only_sender_1 =
+            l.totals_where(
+                &[3, 4],
+                |_, s| {
+                    if s == 1 {
+                        Pick::Expected
+                    } else {
+                        Pick::Ignore
+                    }
+                },
+            );
+        assert_eq!(only_sender_1.expected, 8);
+        assert_eq!(only_sender_1.unique, 4);
+        assert_eq!(only_sender_1.unexpected, 0);
+        // The plain totals still count every datagram.
+        assert_eq!(l.totals(&[3, 4]).delivered, l.delivered);
     }
 }

@@ -294,12 +294,12 @@ fn build_report(
 }
 
 /// Sender `i`'s share of `rate` over `n` senders (the remainder goes to the first ones).
-fn share(rate: u64, n: usize, i: usize) -> u64 {
+pub(crate) fn share(rate: u64, n: usize, i: usize) -> u64 {
     let n = n as u64;
     rate / n + u64::from((i as u64) < rate % n)
 }
 
-fn progress(start: Instant, sent: &[AtomicU64], delivered: &AtomicU64) {
+pub(crate) fn progress(start: Instant, sent: &[AtomicU64], delivered: &AtomicU64) {
     let s: u64 = sent.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     let d = delivered.load(Ordering::Relaxed);
     let t = start.elapsed().as_secs_f64();
@@ -313,7 +313,7 @@ fn progress(start: Instant, sent: &[AtomicU64], delivered: &AtomicU64) {
 }
 
 /// Waits until no datagram has arrived for `DRAIN_QUIET`, at most `DRAIN_MAX`.
-fn drain(delivered: &AtomicU64) {
+pub(crate) fn drain(delivered: &AtomicU64) {
     let start = Instant::now();
     let mut last = delivered.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
@@ -327,10 +327,10 @@ fn drain(delivered: &AtomicU64) {
     }
 }
 
-/// A sender thread: paced bursts (or flat out when `rate` is 0) until `deadline`. Returns its
-/// CPU seconds; `counter` holds how many messages it sent.
+/// A UDP sender thread: [`pace`] with `send_to(to)`, waiting briefly for room when the
+/// socket's send buffer is full. Returns its CPU seconds; `counter` holds how many it sent.
 #[allow(clippy::too_many_arguments)]
-fn send(
+pub(crate) fn send(
     sock: &UdpSocket,
     id: usize,
     to: SocketAddr,
@@ -339,6 +339,34 @@ fn send(
     epoch: Instant,
     deadline: Instant,
     counter: &AtomicU64,
+) -> f64 {
+    let mut writable = PollSet::new(&[sock], true);
+    pace(id, rate, pad, epoch, deadline, counter, |buf| {
+        let r = sock.send_to(buf, to).map(drop);
+        if let Err(e) = &r {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                // Our own send buffer is full: give the kernel a moment.
+                let _ = writable.wait(Duration::from_millis(1));
+            }
+        }
+        r
+    })
+}
+
+/// The pacing loop of a sender: message `seq` of sender `id`, stamped at the moment it is
+/// built, handed to `emit` in paced bursts (or flat out when `rate` is 0) until `deadline`.
+/// `emit` returning `WouldBlock` ends the burst (it should have waited a little first); other
+/// errors end the burst and are counted, and after a million of them the sender gives up.
+/// Returns the thread's CPU seconds; `counter` holds how many messages were emitted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pace(
+    id: usize,
+    rate: u64,
+    pad: &[u8],
+    epoch: Instant,
+    deadline: Instant,
+    counter: &AtomicU64,
+    mut emit: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> f64 {
     let mut buf = Vec::with_capacity(pad.len() + 64);
     let start = Instant::now();
@@ -366,13 +394,9 @@ fn send(
         };
         for _ in 0..burst {
             encode(&mut buf, id, seq, epoch.elapsed().as_nanos() as u64, pad);
-            match sock.send_to(&buf, to) {
-                Ok(_) => seq += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // Our own send buffer is full: give the kernel a moment.
-                    let _ = PollSet::new(&[sock], true).wait(Duration::from_millis(1));
-                    break;
-                }
+            match emit(&buf) {
+                Ok(()) => seq += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     errors += 1;
                     if errors > 1_000_000 {

@@ -1,5 +1,6 @@
 //! The few raw syscalls the load generator needs: `poll` to wait for sockets, `getrusage`
-//! for CPU time and `sched_setaffinity` to pin threads. Everything else goes through std, socket2 or oscgate's engine.
+//! for CPU time and `sched_setaffinity` to pin threads, plus reading another process's CPU
+//! time and memory from `/proc`. Everything else goes through std, socket2 or oscgate's engine.
 //!
 //! This is the crate's only module with unsafe code; each block has a `// SAFETY:` comment.
 
@@ -96,6 +97,76 @@ pub fn pin_current_thread(cpus: &[usize]) -> bool {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
+/// CPU time and memory of another process, read from `/proc/PID`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcSample {
+    /// User + system CPU seconds since the process started.
+    pub cpu_s: f64,
+    /// Resident set size now, in KiB (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size, in KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+}
+
+/// Reads `/proc/PID/stat` and `/proc/PID/status`; `None` if the process is gone or the files
+/// do not parse.
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_proc(&stat, &status, if ticks > 0 { ticks as f64 } else { 100.0 })
+}
+
+/// The pure part of [`proc_sample`]: utime and stime are fields 14 and 15 of `stat`, counted
+/// after the `)` that closes the command name (which may itself hold spaces or parentheses).
+fn parse_proc(stat: &str, status: &str, ticks_per_s: f64) -> Option<ProcSample> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some(ProcSample {
+        cpu_s: (utime + stime) as f64 / ticks_per_s,
+        rss_kib: kib("VmRSS:")?,
+        peak_rss_kib: kib("VmHWM:").unwrap_or(0),
+    })
+}
+
+/// The pid of the only process whose command name (`/proc/PID/comm`) is `name`, other than
+/// this one; `None` when there is none or more than one.
+pub fn find_process(name: &str) -> Option<u32> {
+    let me = std::process::id();
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(pid);
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +204,20 @@ mod tests {
         }
         assert!(cpu_seconds(Who::Thread) > t0);
         assert!(cpu_seconds(Who::Process) >= cpu_seconds(Who::Thread));
+    }
+
+    #[test]
+    fn proc_files_parse_and_this_process_is_readable() {
+        let stat = "42 (osc gate (x)) S 1 42 42 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
+        let status = "Name:\toscgate\nVmHWM:\t   2048 kB\nVmRSS:\t    1024 kB\n";
+        let s = parse_proc(stat, status, 100.0).unwrap();
+        assert_eq!(s.cpu_s, 3.0);
+        assert_eq!((s.rss_kib, s.peak_rss_kib), (1024, 2048));
+        assert!(parse_proc("garbage", status, 100.0).is_none());
+        assert!(parse_proc(stat, "Name: x", 100.0).is_none());
+        let me = proc_sample(std::process::id()).unwrap();
+        assert!(me.rss_kib > 0 && me.peak_rss_kib >= me.rss_kib);
+        assert!(proc_sample(u32::MAX).is_none());
+        assert_eq!(find_process("no-such-process-name-here"), None);
     }
 }
