@@ -142,7 +142,8 @@ impl TcpSide {
     /// packet was dropped by its slow-reader policy.
     pub(crate) fn deliver_local(&mut self, c: ConnId, packet: &[u8], counters: &Counters) -> bool {
         let framing = match self.live_mut(c) {
-            Some(l) if !l.closing => l.conn.framing(),
+            // A connection being closed (expelled, or given up as too slow) takes nothing more.
+            Some(l) if !l.closing && !l.abort => l.conn.framing(),
             _ => return false,
         };
         let frame = match framing {
