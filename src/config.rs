@@ -40,6 +40,14 @@ pub struct Engine {
     pub driver: Driver,
     /// Pin each worker to a core.
     pub pin_workers: bool,
+    /// `SO_RCVBUF` / `SO_SNDBUF` asked for on every UDP socket, in KiB (the kernel doubles it
+    /// and caps it at `net.core.rmem_max` / `wmem_max`). Larger absorbs longer bursts; under
+    /// sustained overload it is also the queue a datagram waits in, so it bounds latency.
+    pub udp_buffer_kib: usize,
+    /// Capacity of the queue from the workers to the control thread, in packets. When it is
+    /// full, control packets are dropped and counted (`control_queue_full`); a worker never
+    /// waits for the control thread.
+    pub control_queue: usize,
 }
 
 impl Default for Engine {
@@ -48,6 +56,8 @@ impl Default for Engine {
             workers: 0,
             driver: Driver::Auto,
             pin_workers: true,
+            udp_buffer_kib: 1024,
+            control_queue: 16_384,
         }
     }
 }
@@ -422,6 +432,18 @@ impl Config {
                 message,
             })
         };
+        if !(64..=65_536).contains(&self.engine.udp_buffer_kib) {
+            return err(
+                "engine.udp_buffer_kib",
+                format!("{} is outside 64..=65536", self.engine.udp_buffer_kib),
+            );
+        }
+        if !(4..=1 << 20).contains(&self.engine.control_queue) {
+            return err(
+                "engine.control_queue",
+                format!("{} is outside 4..=1048576", self.engine.control_queue),
+            );
+        }
         if self.tcp.max_frame < 16 || self.tcp.max_frame > i32::MAX as usize {
             return err(
                 "tcp.max_frame",
@@ -593,6 +615,8 @@ mod tests {
         assert!(e.message.contains("UUID"));
         let e = Config::from_toml("[http]\nlisten = \"localhost\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("http.listen"));
+        let e = Config::from_toml("[engine]\nudp_buffer_kib = 16\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("engine.udp_buffer_kib"));
         let e = Config::from_toml("[engine\n").unwrap_err();
         assert_eq!(e.line, Some(1));
     }

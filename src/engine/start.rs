@@ -29,10 +29,6 @@ use crate::config::{Config, Driver as DriverChoice};
 use crate::control::{self, Control};
 use crate::proto::messenger::{resolve_allow_list, Gateway};
 
-/// Socket buffers asked for on the UDP sockets (the kernel caps them at its maximum).
-const UDP_BUFFER: usize = 4 << 20;
-/// Capacity of the control mailbox.
-const CONTROL_QUEUE: usize = 16 * 1024;
 /// Capacity of each worker's mailbox.
 const WORKER_QUEUE: usize = 64 * 1024;
 
@@ -68,6 +64,7 @@ impl Engine {
             n => n,
         }
         .clamp(1, 256);
+        let udp_buffer = cfg.engine.udp_buffer_kib * 1024;
 
         let m = &cfg.messenger;
         let mut per_worker: Vec<Option<MessengerSockets>> = (0..n).map(|_| None).collect();
@@ -90,7 +87,7 @@ impl Engine {
             let mut patron_socks = Vec::with_capacity(n);
             let mut listeners = Vec::with_capacity(n);
             for i in 0..n {
-                let s = udp::bind_udp(listen, true, Some(UDP_BUFFER), Some(UDP_BUFFER))
+                let s = udp::bind_udp(listen, true, Some(udp_buffer), Some(udp_buffer))
                     .with_context(|| format!("messenger.listen: binding UDP {listen}"))?;
                 if i == 0 {
                     listen = s.local_addr()?;
@@ -106,7 +103,7 @@ impl Engine {
                         .with_context(|| format!("messenger.listen: binding TCP {listen}"))?,
                 );
             }
-            let group_rx = bind_group(group, iface)
+            let group_rx = bind_group(group, iface, udp_buffer)
                 .with_context(|| format!("messenger.group: joining {group} on {iface}"))?;
             let self_sources = self_sources(listen, iface);
             for (i, (udp_sock, tcp)) in patron_socks.into_iter().zip(listeners).enumerate() {
@@ -136,7 +133,7 @@ impl Engine {
         let patrons: Option<Vec<Endpoint>> = gateway.as_ref().map(|_| Vec::new());
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(control::messenger_snapshot(patrons.as_deref())?),
-            control: Mailbox::new(CONTROL_QUEUE),
+            control: Mailbox::new(cfg.engine.control_queue),
             workers: (0..n)
                 .map(|_| WorkerLink {
                     mailbox: Mailbox::new(WORKER_QUEUE),
@@ -300,8 +297,8 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The group receiver: bound to the group address (so only group traffic arrives), shared
 /// with other programs on the host, joined on `iface`.
-fn bind_group(group: SocketAddrV4, iface: Ipv4Addr) -> io::Result<UdpSocket> {
-    let s = udp::bind_udp(SocketAddr::V4(group), true, Some(UDP_BUFFER), None)?;
+fn bind_group(group: SocketAddrV4, iface: Ipv4Addr, buffer: usize) -> io::Result<UdpSocket> {
+    let s = udp::bind_udp(SocketAddr::V4(group), true, Some(buffer), None)?;
     udp::join_multicast_v4(&s, *group.ip(), iface)?;
     Ok(s)
 }
