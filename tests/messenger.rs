@@ -27,11 +27,13 @@ fn uring_available() -> bool {
     }
 }
 
-/// A group no other test uses: 239.255.77.N on a port from the pid.
+/// A group no other test uses: 239.255.77.N on a port from the pid, below the ephemeral
+/// range (an unbound sender is given a wildcard ephemeral port, which a later bind to the
+/// group on the same port would collide with).
 fn fresh_group() -> SocketAddrV4 {
     static NEXT: AtomicU16 = AtomicU16::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let port = 20_000 + (std::process::id() % 20_000) as u16 + n;
+    let port = 20_000 + (std::process::id() % 10_000) as u16 + n;
     SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, (n % 250) as u8 + 1), port)
 }
 
@@ -43,9 +45,14 @@ struct Gw {
 
 impl Gw {
     fn start(driver: Driver, extra: &str) -> Gw {
+        Gw::start_with(driver, "", extra)
+    }
+
+    /// `engine` goes into `[engine]`, `extra` into `[messenger]`.
+    fn start_with(driver: Driver, engine: &str, extra: &str) -> Gw {
         let group = fresh_group();
         let toml = format!(
-            "[engine]\nworkers = 2\npin_workers = false\n\
+            "[engine]\nworkers = 2\npin_workers = false\n{engine}\n\
              [messenger]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
              ttl = 0\n{extra}"
         );
@@ -71,7 +78,11 @@ impl Gw {
     fn wait_members(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.engine().members().len() != n {
-            assert!(Instant::now() < deadline, "membership never reached {n}");
+            assert!(
+                Instant::now() < deadline,
+                "membership never reached {n}: {:?}",
+                self.engine().members()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -228,6 +239,8 @@ both_drivers!(
     tcp_patrons_in_both_framings_join_and_exchange,
     giant_length_prefix_and_bad_slip_close_only_that_connection,
     shutdown_tells_every_patron,
+    a_tcp_reader_that_stops_reading_is_cut_off_and_others_keep_up,
+    a_full_control_queue_drops_and_counts_and_forwarding_goes_on,
 );
 
 fn request_is_accepted_once_and_rerequest_is_not_duplicated(d: Driver) {
@@ -628,4 +641,103 @@ fn shutdown_tells_every_patron(d: Driver) {
         .next("T", Duration::from_secs(3))
         .expect("no shutdown over TCP");
     assert_eq!(address_of(&p), "/messenger/gateway/me/shutdown");
+}
+
+fn a_tcp_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
+    let gw = Gw::start(d, "");
+    // The stalled patron asks for a tiny receive buffer so the gateway's queue fills soon.
+    let stalled = {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&gw.addr.into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Tcp {
+            s,
+            buf: Vec::new(),
+            slip: false,
+        }
+    };
+    let mut stalled = stalled;
+    assert_eq!(stalled.join("STALLED"), "/messenger/gateway/me/accept");
+    let mut reader = Tcp::connect(gw.addr, true);
+    assert_eq!(reader.join("READER"), "/messenger/gateway/me/accept");
+    gw.wait_members(2);
+
+    // 16 MB from the group: far more than the stalled patron's queue (4 MiB) and socket
+    // buffers can hold. The reader must get every message, in order.
+    const N: i32 = 16_000;
+    let collect = std::thread::spawn(move || {
+        let mut seqs = Vec::with_capacity(N as usize);
+        while seqs.len() < N as usize {
+            let Some(p) = reader.next("READER", Duration::from_secs(10)) else {
+                break;
+            };
+            if let OscPacket::Message(m) = decode(&p) {
+                if m.addr == "/flood" {
+                    if let Some(OscType::Int(i)) = m.args.first() {
+                        seqs.push(*i);
+                    }
+                }
+            }
+        }
+        (seqs, reader)
+    });
+    let sender = group_sender();
+    for i in 0..N {
+        sender
+            .send_to(
+                &msg(
+                    "/flood",
+                    vec![OscType::Int(i), OscType::Blob(vec![0x5a; 1000])],
+                ),
+                gw.group,
+            )
+            .unwrap();
+        if i % 20 == 19 {
+            // Paced (about 10 MB/s) so that the loopback socket buffers never drop and the
+            // reader, a debug build, keeps up: any loss here would be the gateway's.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let (seqs, _reader) = collect.join().unwrap();
+    let first_gap = seqs.iter().zip(0..).find(|(s, i)| **s != *i);
+    assert!(
+        first_gap.is_none() && seqs.len() == N as usize,
+        "the reader got {} of {N}; first difference at {first_gap:?}; dropped {} closed {}",
+        seqs.len(),
+        gw.counter(C::TcpSlowDropped),
+        gw.counter(C::TcpSlowClosed),
+    );
+    assert!(gw.counter(C::TcpSlowDropped) >= 1, "nothing was dropped");
+    assert_eq!(gw.counter(C::TcpSlowClosed), 1);
+    // The stalled connection was closed (what it holds can still be read) and its patron
+    // removed; the reader stays.
+    assert!(stalled.closed(), "the stalled connection is still open");
+    gw.wait_members(1);
+}
+
+fn a_full_control_queue_drops_and_counts_and_forwarding_goes_on(d: Driver) {
+    let gw = Gw::start_with(d, "control_queue = 4", "");
+    let p = Udp::new(gw.addr, "P");
+    p.join();
+    gw.wait_members(1);
+    // A stranger floods control packets faster than a 4-slot queue can take them.
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let req = msg(
+        "/messenger/gateway/me/request",
+        vec![OscType::String("FLOOD".into())],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.counter(C::ControlQueueFull) == 0 {
+        assert!(Instant::now() < deadline, "the control queue never filled");
+        for _ in 0..2000 {
+            let _ = flood.send_to(&req, gw.addr);
+        }
+    }
+    // Forwarding was never blocked, and the gateway still serves its patron.
+    let m = msg("/after/flood", vec![OscType::Int(1)]);
+    group_sender().send_to(&m, gw.group).unwrap();
+    p.expect(&m);
 }

@@ -106,9 +106,9 @@ fn next_address(s: &UdpSocket) -> String {
 
 /// A port no other test of this run uses (the daemon binds with `SO_REUSEPORT`, so two
 /// daemons on one port would share it instead of failing): distinct per test, derived from
-/// the pid, and checked free for both protocols.
+/// the pid, below the ephemeral range (32768-), and checked free for both protocols.
 fn free_port(test: u16) -> u16 {
-    let mut port = 21_000 + (std::process::id() % 4_000) as u16 * 8 + test;
+    let mut port = 21_000 + (std::process::id() % 1_400) as u16 * 8 + test;
     loop {
         let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
