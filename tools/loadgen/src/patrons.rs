@@ -25,9 +25,9 @@ use crate::sys::PollSet;
 use crate::via::SOCK_BUF;
 
 /// How long a TCP write may wait for room before the connection is taken as stuck.
-const WRITE_STALL: Duration = Duration::from_secs(2);
+pub const WRITE_STALL: Duration = Duration::from_secs(2);
 /// A request unanswered this long is sent again (UDP requests can be lost in a burst).
-const REQUEST_RETRY: Duration = Duration::from_secs(1);
+pub const REQUEST_RETRY: Duration = Duration::from_secs(1);
 /// Bytes read from a TCP stream per `read`.
 const TCP_CHUNK: usize = 64 * 1024;
 
