@@ -14,6 +14,7 @@
 
 pub mod messenger;
 pub mod patron;
+pub mod router;
 
 use crate::wire::{write_message, Arg, Message};
 
