@@ -467,7 +467,8 @@ impl Config {
             return err("messenger.ttl", format!("{} is outside 0..=255", m.ttl));
         }
         let r = &self.router;
-        if r.enabled && r.listen == r.listen_slip {
+        // Port 0 (any free port) is allowed on both: they resolve to different ports.
+        if r.enabled && r.listen == r.listen_slip && r.listen.port() != 0 {
             return err(
                 "router.listen_slip",
                 "must differ from router.listen".into(),

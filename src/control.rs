@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::engine::bus::{
-    ControlMsg, Dest, Endpoint, Member, Shared, Snapshot, Waker, WorkerMsg, GROUP, INGRESS_CLASSES,
-    PATRON, STRANGER,
+    ConnId, ControlMsg, Dest, Endpoint, Member, RouterGroup, RouterSnap, Shared, Snapshot, Waker,
+    WorkerMsg, GROUP, INGRESS_CLASSES, PATRON, STRANGER,
 };
 use crate::engine::counters::{self, C};
 use crate::proto::messenger::{Action as MAction, Gateway, GATEWAY_PREFIX};
+use crate::proto::router::{Action as RAction, Router};
 use crate::route::{Action, CompileError, DropReason, Matcher, Protocol, RouteTableBuilder, Rule};
 
 /// Control messages handled per loop iteration before timers and publishing get their turn.
@@ -73,13 +74,33 @@ pub fn messenger_snapshot(patrons: Option<&[Endpoint]>) -> Result<Snapshot, Comp
         table: b.build()?,
         members,
         seen: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        router: RouterSnap::default(),
     })
+}
+
+/// The workers' view of the router's groups.
+pub fn router_snapshot(r: &Router<ConnId>) -> RouterSnap {
+    let mut snap = RouterSnap::default();
+    for (gi, g) in r.groups().enumerate() {
+        let mut group = RouterGroup::default();
+        for (ui, (name, conns)) in g.users.iter().enumerate() {
+            group.users.push((*name).to_owned());
+            for &c in conns.iter() {
+                group.conns.push((ui as u32, c));
+                snap.conns.insert(c, (gi as u32, ui as u32));
+            }
+        }
+        snap.groups.push(group);
+    }
+    snap
 }
 
 /// What the control thread runs.
 pub struct Control {
     /// The Messenger gateway, if enabled.
     pub messenger: Option<Gateway<Endpoint>>,
+    /// The tcposcrouter router, if enabled.
+    pub router: Option<Router<ConnId>>,
 }
 
 /// Runs the control thread until `stop` is set; then sends every patron its shutdown message,
@@ -95,19 +116,41 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             let Some(msg) = shared.control.pop() else {
                 break;
             };
-            if let Some(gw) = ctl.messenger.as_mut() {
-                match msg {
-                    ControlMsg::Packet {
-                        protocol: Protocol::Messenger,
-                        from,
-                        source_ip,
-                        packet,
-                    } => gw.handle(now, from, source_ip, &packet),
-                    ControlMsg::Packet { .. } => {}
-                    ControlMsg::Closed(c) => {
-                        gw.endpoint_closed(Endpoint::Tcp(c));
+            match msg {
+                ControlMsg::Packet {
+                    protocol: Protocol::Messenger,
+                    from,
+                    source_ip,
+                    packet,
+                } => {
+                    if let Some(gw) = ctl.messenger.as_mut() {
+                        gw.handle(now, from, source_ip, &packet);
                     }
                 }
+                ControlMsg::Packet {
+                    protocol: Protocol::Router,
+                    from: Endpoint::Tcp(c),
+                    packet,
+                    ..
+                } => {
+                    if let Some(r) = ctl.router.as_mut() {
+                        r.handle(now, c, &packet);
+                    }
+                }
+                ControlMsg::Packet { .. } => {}
+                ControlMsg::Closed(c) => {
+                    if let Some(gw) = ctl.messenger.as_mut() {
+                        gw.endpoint_closed(Endpoint::Tcp(c));
+                    }
+                    if let Some(r) = ctl.router.as_mut() {
+                        r.closed(c);
+                    }
+                }
+            }
+        }
+        if let Some(r) = ctl.router.as_mut() {
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
             }
         }
         if let Some(gw) = ctl.messenger.as_mut() {
@@ -131,10 +174,14 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         if stop.load(Ordering::Acquire) {
             break;
         }
-        let sleep = ctl
-            .messenger
-            .as_ref()
-            .and_then(|g| g.poll_timeout())
+        let next = [
+            ctl.messenger.as_ref().and_then(|g| g.poll_timeout()),
+            ctl.router.as_ref().and_then(|r| r.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let sleep = next
             .map(|t| t.saturating_sub(start.elapsed()))
             .unwrap_or(MAX_SLEEP)
             .min(MAX_SLEEP);
@@ -163,36 +210,27 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Turns the gateway's actions into worker jobs, publishing a new snapshot first if
-/// membership changed (so a patron that hears `accept` is already routed as one).
+/// Turns the state machines' actions into worker jobs, publishing a new snapshot first if
+/// membership changed (so a patron that hears `accept`, or a router user that hears its
+/// register reply, is already routed as one).
 fn apply(ctl: &mut Control, shared: &Shared) {
-    let Some(gw) = ctl.messenger.as_mut() else {
-        return;
-    };
     let mut dirty = false;
     let mut sends = Vec::new();
-    while let Some(a) = gw.poll_action() {
-        match a {
-            MAction::Send { to, packet } => sends.push((to, packet)),
-            MAction::Admit { endpoint, uid } => {
-                tracing::info!(patron = %endpoint, %uid, "patron admitted");
-                dirty = true;
-            }
-            MAction::Expel {
-                endpoint,
-                uid,
-                reason,
-            } => {
-                tracing::info!(patron = %endpoint, %uid, %reason, "patron removed");
-                if let (Endpoint::Tcp(c), crate::proto::messenger::Reason::Expired) =
-                    (endpoint, reason)
-                {
-                    let w = shared.worker_for(&endpoint);
-                    let _ = shared.workers[w].mailbox.send(WorkerMsg::Close(c));
+    let mut closes = Vec::new();
+    if let Some(r) = ctl.router.as_mut() {
+        while let Some(a) = r.poll_action() {
+            match a {
+                RAction::Send { to, packet } => sends.push((Endpoint::Tcp(to), packet)),
+                RAction::Close { conn, reason } => {
+                    tracing::debug!(conn = %conn, %reason, "router connection refused");
+                    closes.push(conn);
                 }
-                dirty = true;
+                RAction::Membership => dirty = true,
             }
         }
+    }
+    if let Some(gw) = ctl.messenger.as_mut() {
+        messenger_actions(gw, shared, &mut sends, &mut dirty);
     }
     if dirty {
         publish(ctl, shared);
@@ -207,6 +245,42 @@ fn apply(ctl: &mut Control, shared: &Shared) {
             tracing::debug!(%to, "worker mailbox full: control reply dropped");
         }
     }
+    // After the sends: a refused connection gets its error message first.
+    for c in closes {
+        let w = shared.worker_for(&Endpoint::Tcp(c));
+        let _ = shared.workers[w].mailbox.send(WorkerMsg::Close(c));
+    }
+}
+
+fn messenger_actions(
+    gw: &mut Gateway<Endpoint>,
+    shared: &Shared,
+    sends: &mut Vec<(Endpoint, Vec<u8>)>,
+    dirty: &mut bool,
+) {
+    while let Some(a) = gw.poll_action() {
+        match a {
+            MAction::Send { to, packet } => sends.push((to, packet)),
+            MAction::Admit { endpoint, uid } => {
+                tracing::info!(patron = %endpoint, %uid, "patron admitted");
+                *dirty = true;
+            }
+            MAction::Expel {
+                endpoint,
+                uid,
+                reason,
+            } => {
+                tracing::info!(patron = %endpoint, %uid, %reason, "patron removed");
+                if let (Endpoint::Tcp(c), crate::proto::messenger::Reason::Expired) =
+                    (endpoint, reason)
+                {
+                    let w = shared.worker_for(&endpoint);
+                    let _ = shared.workers[w].mailbox.send(WorkerMsg::Close(c));
+                }
+                *dirty = true;
+            }
+        }
+    }
 }
 
 /// Compiles and publishes the snapshot for the current membership.
@@ -215,7 +289,7 @@ fn publish(ctl: &Control, shared: &Shared) {
         .messenger
         .as_ref()
         .map(|g| g.patrons().map(|p| p.endpoint).collect());
-    let snap = match messenger_snapshot(patrons.as_deref()) {
+    let mut snap = match messenger_snapshot(patrons.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             // Only fixed rules and endpoints go in, so this is a bug; keep the old table.
@@ -223,6 +297,9 @@ fn publish(ctl: &Control, shared: &Shared) {
             return;
         }
     };
+    if let Some(r) = ctl.router.as_ref() {
+        snap.router = router_snapshot(r);
+    }
     // Carry "seen" marks over so traffic just before the swap is not forgotten.
     let old = shared.snapshot.load();
     for (ep, m) in &snap.members {

@@ -51,11 +51,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&term))
             .context("installing signal handlers")?;
     }
-    for (enabled, table) in [
-        (cfg.router.enabled, "router"),
-        (cfg.oschat.enabled, "oschat"),
-        (cfg.http.enabled, "http"),
-    ] {
+    for (enabled, table) in [(cfg.oschat.enabled, "oschat"), (cfg.http.enabled, "http")] {
         if enabled {
             tracing::warn!(
                 "[{table}] is enabled, but this build does not have that front door yet; \
@@ -77,6 +73,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         // One line on stdout that scripts and tests can wait for.
         println!(
             "oscgate: messenger on {listen} (udp+tcp), group {group}, driver {}",
+            choice.kind
+        );
+    }
+    if let Some((len32, slip)) = b.router {
+        tracing::info!(%len32, %slip, "tcposcrouter router running");
+        println!(
+            "oscgate: router on {len32} (len32) and {slip} (slip), driver {}",
             choice.kind
         );
     }

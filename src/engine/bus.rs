@@ -90,6 +90,27 @@ pub struct Snapshot {
     /// control thread when it notes the traffic (keeps patrons alive without a control message
     /// per packet).
     pub seen: Arc<[AtomicBool]>,
+    /// The tcposcrouter groups.
+    pub router: RouterSnap,
+}
+
+/// The tcposcrouter groups as the workers need them: who is registered, and where each
+/// group's traffic goes.
+#[derive(Debug, Default)]
+pub struct RouterSnap {
+    /// Registered connection -> (group index, user index in that group).
+    pub conns: HashMap<ConnId, (u32, u32), foldhash::fast::FixedState>,
+    /// By group index.
+    pub groups: Vec<RouterGroup>,
+}
+
+/// One tcposcrouter group.
+#[derive(Debug, Default)]
+pub struct RouterGroup {
+    /// Every connection of the group with its user index, users in join order.
+    pub conns: Vec<(u32, ConnId)>,
+    /// User names by user index (for private messages).
+    pub users: Vec<String>,
 }
 
 impl Snapshot {

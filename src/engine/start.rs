@@ -21,13 +21,15 @@ use super::bus::{Endpoint, Mailbox, Shared, WorkerLink};
 use super::counters::{self, Counters};
 use super::driver::{self, Choice, DriverKind, PollDriver, UringDriver};
 use super::tcp::ConnConfig;
-use super::tcp_side::TcpSettings;
+use super::tcp_side::{DoorSettings, TcpSettings};
 use super::udp;
 use super::uring::UringConfig;
-use super::worker::{self, MessengerSockets, WorkerSetup};
+use super::worker::{self, MessengerSockets, RouterSockets, WorkerSetup};
 use crate::config::{Config, Driver as DriverChoice};
 use crate::control::{self, Control};
 use crate::proto::messenger::{resolve_allow_list, Gateway};
+use crate::proto::router::{Limits as RouterLimits, Router};
+use crate::wire::framing::Framing;
 
 /// Capacity of each worker's mailbox.
 const WORKER_QUEUE: usize = 64 * 1024;
@@ -41,6 +43,8 @@ pub struct Bound {
     pub group: Option<SocketAddrV4>,
     /// The interface address the group is joined and sent on.
     pub interface: Option<Ipv4Addr>,
+    /// The tcposcrouter ports (length prefix, SLIP), if enabled.
+    pub router: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// A running engine.
@@ -67,11 +71,52 @@ impl Engine {
         let udp_buffer = cfg.engine.udp_buffer_kib * 1024;
 
         let m = &cfg.messenger;
+        let r = &cfg.router;
+        let messenger_door = DoorSettings {
+            conn: ConnConfig {
+                framing: m.framing,
+                max_frame: cfg.tcp.max_frame,
+                queue_frames: 4096,
+                queue_bytes: 4 << 20,
+                max_drops: 4096,
+            },
+            idle_stranger: Duration::from_secs(m.timeout_s.max(1)),
+        };
+        let router_door = DoorSettings {
+            conn: ConnConfig {
+                // Either port detects the other framing from the first byte.
+                framing: Framing::Auto,
+                max_frame: cfg.tcp.max_frame,
+                queue_frames: r.queue_limit.max(1),
+                queue_bytes: 4 << 20,
+                max_drops: u32::try_from(r.queue_limit.max(1)).unwrap_or(u32::MAX),
+            },
+            idle_stranger: Duration::from_secs(r.register_timeout_s.max(1)),
+        };
+        let mut routers: Vec<(TcpListener, TcpListener)> = Vec::new();
+        let mut bound_router = None;
+        if r.enabled {
+            let mut len32 = SocketAddr::V4(r.listen);
+            let mut slip = SocketAddr::V4(r.listen_slip);
+            for i in 0..n {
+                let a = bind_tcp(len32)
+                    .with_context(|| format!("router.listen: binding TCP {len32}"))?;
+                let b = bind_tcp(slip)
+                    .with_context(|| format!("router.listen_slip: binding TCP {slip}"))?;
+                if i == 0 {
+                    len32 = a.local_addr()?;
+                    slip = b.local_addr()?;
+                }
+                routers.push((a, b));
+            }
+            bound_router = Some((len32, slip));
+        }
         let mut per_worker: Vec<Option<MessengerSockets>> = (0..n).map(|_| None).collect();
         let mut bound = Bound {
             messenger: None,
             group: None,
             interface: None,
+            router: bound_router,
         };
         let mut gateway = None;
         if m.enabled {
@@ -110,7 +155,7 @@ impl Engine {
                 per_worker[i] = Some(MessengerSockets {
                     patron_udp: udp_sock,
                     group_rx: None,
-                    tcp: Some(tcp),
+                    tcp: Some((tcp, messenger_door.clone())),
                     group: SocketAddr::V4(group),
                     self_sources: self_sources.clone(),
                 });
@@ -144,16 +189,9 @@ impl Engine {
         let stop = Arc::new(AtomicBool::new(false));
         let max_targets = m.max_patrons + 16;
         let tcp = TcpSettings {
-            conn: ConnConfig {
-                framing: m.framing,
-                max_frame: cfg.tcp.max_frame,
-                queue_frames: 4096,
-                queue_bytes: 4 << 20,
-                max_drops: 4096,
-            },
-            max_conns: m.max_patrons.max(64) * 2,
-            idle_stranger: Duration::from_secs(m.timeout_s.max(1)),
+            max_conns: (m.max_patrons.max(64) + r.max_users.max(64)) * 2,
         };
+        let mut routers = routers.into_iter();
         let mut workers = Vec::with_capacity(n);
         for (i, messenger) in per_worker.into_iter().enumerate() {
             let setup = WorkerSetup {
@@ -164,6 +202,11 @@ impl Engine {
                     None
                 },
                 messenger,
+                router: routers.next().map(|(len32, slip)| RouterSockets {
+                    len32,
+                    slip,
+                    settings: router_door.clone(),
+                }),
                 tcp: tcp.clone(),
             };
             let shared = Arc::clone(&shared);
@@ -179,7 +222,12 @@ impl Engine {
                 })?;
             workers.push(handle);
         }
-        let ctl = Control { messenger: gateway };
+        let ctl = Control {
+            messenger: gateway,
+            router: r
+                .enabled
+                .then(|| Router::new(RouterLimits::from_config(r), random_key())),
+        };
         let control = {
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);
@@ -338,19 +386,32 @@ fn host_networks() -> Vec<(Ipv4Addr, u8)> {
 }
 
 /// A fresh upper-case UUID (version 4) from the kernel's random source.
-fn fresh_uid() -> String {
+/// `N` random bytes from the OS; without a random source, bytes from the clock and pid
+/// (unique enough for a uid, and a hashing key that only has to differ between runs).
+fn random_bytes<const N: usize>() -> [u8; N] {
     use std::io::Read;
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; N];
     let ok = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .is_ok();
     if !ok {
-        // No random source: derive one from the clock and pid (unique enough for a uid).
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        bytes[..16].copy_from_slice(&(t ^ (u128::from(std::process::id()) << 64)).to_le_bytes());
+        let seed = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = seed[i % seed.len()] ^ (i as u8).wrapping_mul(151);
+        }
     }
-    crate::proto::uuid_from_bytes(bytes)
+    bytes
+}
+
+fn fresh_uid() -> String {
+    crate::proto::uuid_from_bytes(random_bytes())
+}
+
+/// The key of the router's password hashes.
+fn random_key() -> [u8; 32] {
+    random_bytes()
 }

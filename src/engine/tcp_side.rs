@@ -1,11 +1,12 @@
-//! A worker's TCP side: its `SO_REUSEPORT` listener, its connections (a slab with generations,
+//! A worker's TCP side: its `SO_REUSEPORT` listeners (one per TCP front door), its connections (a slab with generations,
 //! so a stale [`ConnId`] never reaches a new connection), and what a readiness event means for
 //! each. Frames read from a connection are routed like datagrams ([`State::route`]); frames
 //! for a connection are framed once per framing per packet ([`Framer`]) and queued on the
 //! connection ([`Conn::enqueue`], with its slow-reader policy); every connection with output
 //! gets one vectored write per loop turn ([`TcpSide::after_turn`]).
 //!
-//! Connections that never become a patron are closed after the idle limit; a fatal framing
+//! Connections that never join (a Messenger patron admitted, a router user registered) are
+//! closed after their door's idle limit; a fatal framing
 //! error (e.g. a length prefix over `tcp.max_frame`) closes the connection; the control thread
 //! hears of every close.
 
@@ -24,26 +25,52 @@ use super::tcp::{Conn, ConnConfig, Enqueue, Framer, ReadOutcome, WriteOutcome};
 use super::worker::{Origin, State};
 use crate::wire::framing::Framing;
 
-const LISTENER: Token = Token(FIRST_WORKER_TOKEN + 1);
-const FIRST_CONN: usize = FIRST_WORKER_TOKEN + 2;
+/// Listener tokens: `FIRST_LISTENER + i` for the worker's i-th listener.
+const FIRST_LISTENER: usize = FIRST_WORKER_TOKEN + 1;
+/// Listeners one worker may have.
+const MAX_LISTENERS: usize = 8;
+const FIRST_CONN: usize = FIRST_LISTENER + MAX_LISTENERS;
 /// Bytes read from one connection per turn before the others get their go.
 const READ_BUDGET: usize = 256 * 1024;
 /// The worker's read buffer.
 const SCRATCH: usize = 64 * 1024;
 
+/// The front door a connection came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The Messenger patron port.
+    Messenger,
+    /// A tcposcrouter port.
+    Router,
+}
+
+/// How the connections of one listener are run.
+#[derive(Debug, Clone)]
+pub struct DoorSettings {
+    /// Framing, frame limit and output queue bounds.
+    pub conn: ConnConfig,
+    /// A connection that has not joined (patron admitted, router user registered) after this
+    /// long is closed.
+    pub idle_stranger: Duration,
+}
+
 /// TCP settings of a worker.
 #[derive(Debug, Clone)]
 pub struct TcpSettings {
-    /// Framing, frame limit and output queue bounds of every connection.
-    pub conn: ConnConfig,
     /// Connections one worker holds; more are closed as soon as accepted.
     pub max_conns: usize,
-    /// A connection that is not a patron after this long is closed.
-    pub idle_stranger: Duration,
+}
+
+struct Listener {
+    door: Door,
+    listener: TcpListener,
+    settings: DoorSettings,
 }
 
 struct Live {
     conn: Conn<TcpStream>,
+    door: Door,
+    idle_limit: Duration,
     peer: SocketAddr,
     accepted: Instant,
     /// Close once the output queue is empty.
@@ -65,7 +92,7 @@ struct Slot {
 pub(crate) struct TcpSide {
     worker: u16,
     registry: Registry,
-    listener: Option<TcpListener>,
+    listeners: Vec<Listener>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
@@ -83,22 +110,27 @@ impl TcpSide {
     pub(crate) fn new(
         worker: u16,
         registry: Registry,
-        listener: Option<std::net::TcpListener>,
+        listeners: Vec<(Door, std::net::TcpListener, DoorSettings)>,
         settings: TcpSettings,
     ) -> io::Result<TcpSide> {
-        let listener = match listener {
-            Some(l) => {
-                l.set_nonblocking(true)?;
-                let mut l = TcpListener::from_std(l);
-                registry.register(&mut l, LISTENER, Interest::READABLE)?;
-                Some(l)
-            }
-            None => None,
-        };
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::other("too many TCP listeners for one worker"));
+        }
+        let mut registered = Vec::with_capacity(listeners.len());
+        for (i, (door, l, settings)) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut listener = TcpListener::from_std(l);
+            registry.register(&mut listener, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+            registered.push(Listener {
+                door,
+                listener,
+                settings,
+            });
+        }
         Ok(TcpSide {
             worker,
             registry,
-            listener,
+            listeners: registered,
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -198,10 +230,11 @@ impl TcpSide {
     /// A readiness event for the listener or a connection.
     pub(crate) fn event(state: &mut State, ev: &mio::event::Event, out: &mut Out) {
         let t = ev.token();
-        if t == LISTENER {
-            state
-                .tcp
-                .accept_all(&state.shared.workers[usize::from(state.id)].counters);
+        if (FIRST_LISTENER..FIRST_CONN).contains(&t.0) {
+            state.tcp.accept_all(
+                t.0 - FIRST_LISTENER,
+                &state.shared.workers[usize::from(state.id)].counters,
+            );
             return;
         }
         let Some(slot) = t.0.checked_sub(FIRST_CONN) else {
@@ -216,12 +249,12 @@ impl TcpSide {
         }
     }
 
-    fn accept_all(&mut self, counters: &Counters) {
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
+    fn accept_all(&mut self, which: usize, counters: &Counters) {
         loop {
-            let (mut stream, peer) = match listener.accept() {
+            let Some(l) = self.listeners.get(which) else {
+                return;
+            };
+            let (mut stream, peer) = match l.listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -254,8 +287,11 @@ impl TcpSide {
                 counters.bump(C::TcpRefused);
                 continue;
             }
+            let l = &self.listeners[which];
             self.slots[slot as usize].live = Some(Live {
-                conn: Conn::new(stream, &self.settings.conn),
+                conn: Conn::new(stream, &l.settings.conn),
+                door: l.door,
+                idle_limit: l.settings.idle_stranger,
                 peer,
                 accepted: Instant::now(),
                 closing: false,
@@ -282,12 +318,16 @@ impl TcpSide {
         let from = Endpoint::Tcp(id);
         let ip = live.peer.ip();
         let mut scratch = std::mem::take(&mut state.tcp.scratch);
+        let door = live.door;
         let outcome = live.conn.on_readable(&mut scratch, READ_BUDGET, |frame| {
             let counters = &state.shared.workers[usize::from(state.id)].counters;
             match frame {
                 Ok(packet) => {
                     counters.bump(C::Received);
-                    state.route(Some(from), ip, packet, Origin::Stream, out);
+                    match door {
+                        Door::Messenger => state.route(Some(from), ip, packet, Origin::Stream, out),
+                        Door::Router => state.route_router(id, ip, packet),
+                    }
                 }
                 Err(_) => counters.bump(C::TcpBadFrame),
             }
@@ -404,7 +444,6 @@ impl TcpSide {
         let now = Instant::now();
         if now.duration_since(state.tcp.last_sweep) >= Duration::from_millis(500) {
             state.tcp.last_sweep = now;
-            let limit = state.tcp.settings.idle_stranger;
             let mut idle = Vec::new();
             for (i, s) in state.tcp.slots.iter().enumerate() {
                 if let Some(l) = &s.live {
@@ -413,12 +452,11 @@ impl TcpSide {
                         slot: i as u32,
                         generation: s.generation,
                     };
-                    if now.duration_since(l.accepted) >= limit
-                        && !state
-                            .snap
-                            .as_ref()
-                            .is_some_and(|s| s.members.contains_key(&Endpoint::Tcp(id)))
-                    {
+                    let joined = state.snap.as_ref().is_some_and(|s| match l.door {
+                        Door::Messenger => s.members.contains_key(&Endpoint::Tcp(id)),
+                        Door::Router => s.router.conns.contains_key(&id),
+                    });
+                    if now.duration_since(l.accepted) >= l.idle_limit && !joined {
                         idle.push(i as u32);
                     }
                 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::bus::{ControlMsg, Dest, Endpoint, Shared, Snapshot, WorkerMsg, GROUP};
 use super::counters::{Counters, C};
 use super::driver::{Driver, Handler, Out, Rx, SockIdx, FIRST_WORKER_TOKEN};
-use super::tcp_side::TcpSide;
+use super::tcp_side::{Door, DoorSettings, TcpSide};
 use crate::route::DropReason;
 use crate::wire::address::{has_prefix, peek, Peek};
 use crate::wire::Packet;
@@ -41,8 +41,21 @@ pub struct WorkerSetup {
     pub core: Option<core_affinity::CoreId>,
     /// The Messenger front door, if enabled.
     pub messenger: Option<MessengerSockets>,
-    /// Per-connection TCP settings.
+    /// The tcposcrouter front door, if enabled.
+    pub router: Option<RouterSockets>,
+    /// TCP settings.
     pub tcp: super::tcp_side::TcpSettings,
+}
+
+/// One worker's share of the tcposcrouter front door.
+#[derive(Debug)]
+pub struct RouterSockets {
+    /// The OSC 1.0 (length prefix) listener (`SO_REUSEPORT`, one per worker).
+    pub len32: std::net::TcpListener,
+    /// The SLIP listener.
+    pub slip: std::net::TcpListener,
+    /// How their connections are run.
+    pub settings: DoorSettings,
 }
 
 /// One worker's share of the Messenger front door.
@@ -52,8 +65,8 @@ pub struct MessengerSockets {
     pub patron_udp: UdpSocket,
     /// The group receiver (worker 0 only).
     pub group_rx: Option<UdpSocket>,
-    /// The patron port's TCP listener (`SO_REUSEPORT`, one per worker).
-    pub tcp: Option<std::net::TcpListener>,
+    /// The patron port's TCP listener (`SO_REUSEPORT`, one per worker), with its settings.
+    pub tcp: Option<(std::net::TcpListener, DoorSettings)>,
     /// The multicast group.
     pub group: SocketAddr,
     /// The source addresses of oscgate's own sends to the group (dropped when heard back).
@@ -73,6 +86,8 @@ pub(crate) struct State {
     group: Option<SocketAddr>,
     self_sources: Vec<SocketAddr>,
     pub(crate) tcp: TcpSide,
+    /// Where a private message is rewritten for its target (kept, so no allocation).
+    private: Vec<u8>,
     /// Wake the control thread at the end of the turn.
     wake_control: bool,
     /// Other workers to wake at the end of the turn (bit per worker id, up to 64).
@@ -124,19 +139,21 @@ impl State {
         };
         let address = match peek(payload) {
             Ok(Peek::Message { address, .. }) => address,
-            Ok(Peek::Bundle) => match bundle_verdict(payload) {
-                BundleCheck::Plain => &b"#bundle"[..],
-                BundleCheck::Reserved => {
-                    // A bundle carrying gateway control is neither forwarded nor acted upon
-                    // (the protocol's control messages are plain messages).
-                    self.counters().bump(C::DroppedReserved);
-                    return;
+            Ok(Peek::Bundle) => {
+                match bundle_verdict(payload, crate::proto::messenger::GATEWAY_PREFIX) {
+                    BundleCheck::Plain => &b"#bundle"[..],
+                    BundleCheck::Reserved => {
+                        // A bundle carrying gateway control is neither forwarded nor acted upon
+                        // (the protocol's control messages are plain messages).
+                        self.counters().bump(C::DroppedReserved);
+                        return;
+                    }
+                    BundleCheck::Bad => {
+                        self.counters().bump(C::BadPacket);
+                        return;
+                    }
                 }
-                BundleCheck::Bad => {
-                    self.counters().bump(C::BadPacket);
-                    return;
-                }
-            },
+            }
             Err(_) => {
                 self.counters().bump(C::BadPacket);
                 return;
@@ -199,6 +216,104 @@ impl State {
                 delivered += 1;
             } else {
                 self.counters().bump(C::FanoutFull);
+            }
+        }
+        self.counters().add(C::Forwarded, delivered);
+    }
+
+    /// Routes one packet from tcposcrouter connection `c`: before it is registered, to the
+    /// control thread; then `/oscrouter/private` to its target, other `/oscrouter/...` to the
+    /// control thread, and everything else to every connection of every other user of its
+    /// group, in order. A bundle carrying `/oscrouter/...` at any depth is dropped (counted):
+    /// forwarding it would leak a private message or a register to the whole group.
+    pub(crate) fn route_router(&mut self, c: super::bus::ConnId, ip: IpAddr, payload: &[u8]) {
+        let Some(snap) = self.snap.take() else {
+            return;
+        };
+        self.route_router_with(&snap, c, ip, payload);
+        self.snap = Some(snap);
+    }
+
+    fn route_router_with(
+        &mut self,
+        snap: &Snapshot,
+        c: super::bus::ConnId,
+        ip: IpAddr,
+        payload: &[u8],
+    ) {
+        use crate::proto::router::{PREFIX, PRIVATE};
+        let Some(&(g, u)) = snap.router.conns.get(&c) else {
+            self.pass_to_control(
+                crate::route::Protocol::Router,
+                Endpoint::Tcp(c),
+                ip,
+                payload,
+            );
+            return;
+        };
+        let Some(group) = snap.router.groups.get(g as usize) else {
+            return;
+        };
+        match peek(payload) {
+            Ok(Peek::Message { address, .. }) if address == PRIVATE => {
+                let sender = group.users.get(u as usize).map_or("", String::as_str);
+                let mut out = std::mem::take(&mut self.private);
+                if let Some(target) =
+                    crate::proto::router::rewrite_private(payload, sender, &mut out)
+                {
+                    match group.users.iter().position(|n| n.as_bytes() == target) {
+                        Some(t) => self.fan_out_router(
+                            group,
+                            |user, conn| user == t as u32 && conn != c,
+                            &out,
+                        ),
+                        None => self.counters().bump(C::DroppedNoRoute),
+                    }
+                } else {
+                    self.counters().bump(C::BadPacket);
+                }
+                self.private = out;
+            }
+            Ok(Peek::Message { address, .. }) if has_prefix(address, PREFIX) => {
+                self.pass_to_control(
+                    crate::route::Protocol::Router,
+                    Endpoint::Tcp(c),
+                    ip,
+                    payload,
+                );
+            }
+            Ok(Peek::Message { .. }) => self.fan_out_router(group, |user, _| user != u, payload),
+            Ok(Peek::Bundle) => match bundle_verdict(payload, PREFIX) {
+                BundleCheck::Plain => self.fan_out_router(group, |user, _| user != u, payload),
+                BundleCheck::Reserved => self.counters().bump(C::DroppedReserved),
+                BundleCheck::Bad => self.counters().bump(C::BadPacket),
+            },
+            Err(_) => self.counters().bump(C::BadPacket),
+        }
+    }
+
+    /// Sends `payload` to the connections of `group` that `to(user, conn)` picks.
+    fn fan_out_router(
+        &mut self,
+        group: &super::bus::RouterGroup,
+        to: impl Fn(u32, super::bus::ConnId) -> bool,
+        payload: &[u8],
+    ) {
+        let mut owned: Option<Bytes> = None;
+        let mut delivered = 0u64;
+        self.tcp.begin_packet();
+        for &(user, conn) in &group.conns {
+            if !to(user, conn) {
+                continue;
+            }
+            if conn.worker == self.id {
+                let counters = &self.shared.workers[usize::from(self.id)].counters;
+                delivered += u64::from(self.tcp.deliver_local(conn, payload, counters));
+            } else {
+                let bytes = owned
+                    .get_or_insert_with(|| self.tcp.framer.raw(payload))
+                    .clone();
+                delivered += u64::from(self.deliver_remote(conn, bytes));
             }
         }
         self.counters().add(C::Forwarded, delivered);
@@ -317,17 +432,17 @@ enum BundleCheck {
     Bad,
 }
 
-/// Checks a bundle whole: malformed, carrying a `/messenger/gateway/...` message at any depth,
-/// or plain.
-fn bundle_verdict(payload: &[u8]) -> BundleCheck {
-    fn walk(p: Packet<'_>) -> bool {
+/// Checks a bundle whole: malformed, carrying a message under `reserved` (a protocol's
+/// control prefix) at any depth, or plain.
+fn bundle_verdict(payload: &[u8], reserved: &[u8]) -> BundleCheck {
+    fn walk(p: Packet<'_>, reserved: &[u8]) -> bool {
         match p {
-            Packet::Message(m) => has_prefix(m.address(), crate::proto::messenger::GATEWAY_PREFIX),
-            Packet::Bundle(b) => b.elements().any(walk),
+            Packet::Message(m) => has_prefix(m.address(), reserved),
+            Packet::Bundle(b) => b.elements().any(|e| walk(e, reserved)),
         }
     }
     match Packet::new_checked(payload) {
-        Ok(p) if walk(p) => BundleCheck::Reserved,
+        Ok(p) if walk(p, reserved) => BundleCheck::Reserved,
         Ok(_) => BundleCheck::Plain,
         Err(_) => BundleCheck::Bad,
     }
@@ -350,7 +465,7 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
     let mut group_sock = None;
     let mut group = None;
     let mut self_sources = Vec::new();
-    let mut listener = None;
+    let mut listeners = Vec::new();
     if let Some(m) = setup.messenger {
         patron_sock = Some(driver.add_udp(m.patron_udp)?);
         if let Some(g) = m.group_rx {
@@ -358,13 +473,19 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         }
         group = Some(m.group);
         self_sources = m.self_sources;
-        listener = m.tcp;
+        if let Some((l, settings)) = m.tcp {
+            listeners.push((Door::Messenger, l, settings));
+        }
+    }
+    if let Some(r) = setup.router {
+        listeners.push((Door::Router, r.len32, r.settings.clone()));
+        listeners.push((Door::Router, r.slip, r.settings));
     }
     let registry = driver.registry().try_clone()?;
     let waker = mio::Waker::new(&registry, WAKER)?;
     let link = &shared.workers[usize::from(id)];
     link.mailbox.set_waker(super::bus::Waker::Mio(waker));
-    let tcp = TcpSide::new(id, registry, listener, setup.tcp)?;
+    let tcp = TcpSide::new(id, registry, listeners, setup.tcp)?;
     let mut state = State {
         id,
         snap: Some(shared.snapshot.load_full()),
@@ -374,6 +495,7 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         group,
         self_sources,
         tcp,
+        private: Vec::new(),
         wake_control: false,
         wake_workers: 0,
     };

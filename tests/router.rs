@@ -1,0 +1,569 @@
+//! The tcposcrouter front door end to end over loopback TCP, under both drivers: register,
+//! groups, several connections per user, both framings in one group, fan-out with bytes and
+//! types untouched, FIFO, private messages, pings, user lists, and bad clients (wrong
+//! password, register flood, garbage, giant length prefix, mid-frame disconnect, a reader
+//! that stops reading). The state machine's timers are tested in simulated time in
+//! `proto::router`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use oscgate::config::{Config, Driver};
+use oscgate::engine::counters::C;
+use oscgate::engine::Engine;
+use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
+use socket2::{Domain, Protocol, Socket, Type};
+
+fn uring_available() -> bool {
+    match oscgate::engine::uring::probe() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped under io_uring: {e}");
+            false
+        }
+    }
+}
+
+struct Rt {
+    engine: Engine,
+    len32: SocketAddr,
+    slip: SocketAddr,
+}
+
+impl Rt {
+    fn start(d: Driver, extra: &str) -> Rt {
+        let toml = format!(
+            "[engine]\nworkers = 2\npin_workers = false\n[messenger]\nenabled = false\n\
+             [router]\nlisten = \"127.0.0.1:0\"\nlisten_slip = \"127.0.0.1:0\"\n{extra}"
+        );
+        let engine = Engine::start(&Config::from_toml(&toml).unwrap(), Some(d)).unwrap();
+        let (len32, slip) = engine.bound().router.unwrap();
+        Rt {
+            engine,
+            len32,
+            slip,
+        }
+    }
+
+    fn counter(&self, c: C) -> u64 {
+        self.engine.counters()[c as usize]
+    }
+}
+
+fn msg(addr: &str, args: Vec<OscType>) -> Vec<u8> {
+    rosc::encoder::encode(&OscPacket::Message(OscMessage {
+        addr: addr.into(),
+        args,
+    }))
+    .unwrap()
+}
+
+fn s(v: &str) -> OscType {
+    OscType::String(v.into())
+}
+
+fn decode(p: &[u8]) -> OscPacket {
+    rosc::decoder::decode_udp(p).unwrap().1
+}
+
+fn addr_of(p: &[u8]) -> String {
+    match decode(p) {
+        OscPacket::Message(m) => m.addr,
+        OscPacket::Bundle(_) => "#bundle".into(),
+    }
+}
+
+/// A client connection, in one framing.
+struct Client {
+    s: TcpStream,
+    slip: bool,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(to: SocketAddr, slip: bool) -> Client {
+        let s = TcpStream::connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            s,
+            slip,
+            buf: Vec::new(),
+        }
+    }
+
+    fn frame(&self, p: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        if self.slip {
+            oscgate::wire::framing::encode_slip(p, &mut f);
+        } else {
+            oscgate::wire::framing::encode_len32(p, &mut f).unwrap();
+        }
+        f
+    }
+
+    fn send(&mut self, p: &[u8]) {
+        let f = self.frame(p);
+        self.s.write_all(&f).unwrap();
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        if self.slip {
+            loop {
+                let end = self.buf.iter().position(|&b| b == 0xC0)?;
+                let raw: Vec<u8> = self.buf.drain(..=end).collect();
+                let raw = &raw[..raw.len() - 1];
+                if raw.is_empty() {
+                    continue;
+                }
+                let mut out = Vec::with_capacity(raw.len());
+                let mut esc = false;
+                for &b in raw {
+                    match (esc, b) {
+                        (false, 0xDB) => esc = true,
+                        (true, 0xDC) => {
+                            out.push(0xC0);
+                            esc = false;
+                        }
+                        (true, 0xDD) => {
+                            out.push(0xDB);
+                            esc = false;
+                        }
+                        (_, b) => {
+                            out.push(b);
+                            esc = false;
+                        }
+                    }
+                }
+                return Some(out);
+            }
+        }
+        if self.buf.len() < 4 {
+            return None;
+        }
+        let n = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+        if self.buf.len() < 4 + n {
+            return None;
+        }
+        let p = self.buf[4..4 + n].to_vec();
+        self.buf.drain(..4 + n);
+        Some(p)
+    }
+
+    /// The next packet within `wait`, `None` on timeout or EOF.
+    fn next(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(p) = self.take() {
+                return Some(p);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let mut chunk = [0u8; 65536];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn expect(&mut self) -> Vec<u8> {
+        self.next(Duration::from_secs(5)).expect("nothing arrived")
+    }
+
+    /// The next packet that is not a user list.
+    fn expect_data(&mut self) -> Vec<u8> {
+        loop {
+            let p = self.expect();
+            if addr_of(&p) != "/oscrouter/userlist" {
+                return p;
+            }
+        }
+    }
+
+    fn nothing(&mut self, wait: Duration) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while let Some(p) = self.next(wait) {
+            got.push(p);
+        }
+        got
+    }
+
+    /// Registers and waits for the reply; returns its address.
+    fn register(&mut self, user: &str, pw: &str, group: &str, gpw: &str, id: i32) -> String {
+        self.send(&msg(
+            "/oscrouter/register",
+            vec![s(user), s(pw), s(group), s(gpw), OscType::Int(id)],
+        ));
+        addr_of(&self.expect())
+    }
+
+    /// Whether the router closed the connection (EOF or reset) within a few seconds.
+    fn closed(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut chunk = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.s.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+}
+
+fn userlist(names: &[&str]) -> OscPacket {
+    OscPacket::Message(OscMessage {
+        addr: "/oscrouter/userlist".into(),
+        args: names.iter().map(|n| s(n)).collect(),
+    })
+}
+
+fn rich(addr: &str, i: i32) -> Vec<u8> {
+    msg(
+        addr,
+        vec![
+            OscType::Int(i),
+            OscType::Float(0.25),
+            s("é\u{c0}\u{db}"),
+            OscType::Blob(vec![0xC0, 0xDB, 0xDC, 0xDD, 0]),
+            OscType::Long(-5_000_000_000),
+            OscType::Double(0.1),
+            OscType::Time(OscTime::from((1, 2))),
+            OscType::Char('x'),
+            OscType::Bool(true),
+            OscType::Nil,
+            OscType::Inf,
+        ],
+    )
+}
+
+fn both_framings_share_a_group_and_fan_out_untouched(d: Driver) {
+    let rt = Rt::start(d, "");
+    let mut alice = Client::connect(rt.len32, false);
+    assert_eq!(
+        alice.register("alice", "a", "band", "g", 4242),
+        "/oscrouter/register/alice/4242"
+    );
+    assert_eq!(decode(&alice.expect()), userlist(&["alice"]));
+    let mut bob = Client::connect(rt.slip, true);
+    assert_eq!(
+        bob.register("bob", "b", "band", "g", 7),
+        "/oscrouter/register/bob/7"
+    );
+    assert_eq!(decode(&bob.expect()), userlist(&["alice", "bob"]));
+    assert_eq!(decode(&alice.expect()), userlist(&["alice", "bob"]));
+    // SLIP on the length-prefix port: detected from the first byte.
+    let mut carol = Client::connect(rt.len32, true);
+    assert_eq!(
+        carol.register("carol", "c", "band", "g", 1),
+        "/oscrouter/register/carol/1"
+    );
+    for c in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(decode(&c.expect()), userlist(&["alice", "bob", "carol"]));
+    }
+
+    // Every type, bytes untouched, to every other user, never back.
+    let m = rich("/jam/note", 1);
+    alice.send(&m);
+    assert_eq!(bob.expect(), m);
+    assert_eq!(carol.expect(), m);
+    let b = rosc::encoder::encode(&OscPacket::Bundle(OscBundle {
+        timetag: OscTime::from((4_000_000_000, 0)),
+        content: vec![
+            OscPacket::Message(OscMessage {
+                addr: "/in/bundle".into(),
+                args: vec![OscType::Double(2.5), OscType::String("S".into())],
+            }),
+            OscPacket::Bundle(OscBundle {
+                timetag: OscTime::from((0, 1)),
+                content: vec![],
+            }),
+        ],
+    }))
+    .unwrap();
+    bob.send(&b);
+    assert_eq!(alice.expect(), b);
+    assert_eq!(carol.expect(), b);
+    assert_eq!(
+        alice.nothing(Duration::from_millis(200)),
+        Vec::<Vec<u8>>::new()
+    );
+    assert_eq!(
+        bob.nothing(Duration::from_millis(50)),
+        Vec::<Vec<u8>>::new()
+    );
+
+    // FIFO per pair, across workers and framings.
+    let burst: Vec<Vec<u8>> = (0..2000).map(|i| rich("/seq", i)).collect();
+    for m in &burst {
+        carol.send(m);
+    }
+    for want in &burst {
+        assert_eq!(&alice.expect(), want);
+    }
+    for want in &burst {
+        assert_eq!(&bob.expect(), want);
+    }
+
+    // A user leaving: the others get the new list.
+    drop(bob);
+    assert_eq!(decode(&alice.expect()), userlist(&["alice", "carol"]));
+    assert_eq!(decode(&carol.expect()), userlist(&["alice", "carol"]));
+}
+
+fn several_connections_of_one_user(d: Driver) {
+    let rt = Rt::start(d, "");
+    let mut a1 = Client::connect(rt.len32, false);
+    a1.register("alice", "a", "band", "", 1);
+    let mut bob = Client::connect(rt.len32, false);
+    bob.register("bob", "b", "band", "", 2);
+    let mut a2 = Client::connect(rt.slip, true);
+    assert_eq!(
+        a2.register("alice", "a", "band", "", 3),
+        "/oscrouter/register/alice/3"
+    );
+    assert_eq!(decode(&a2.expect()), userlist(&["alice", "bob"]));
+    // bob -> both of alice's connections.
+    let m = msg("/from/bob", vec![OscType::Int(1)]);
+    bob.send(&m);
+    assert_eq!(a1.expect_data(), m);
+    assert_eq!(a2.expect_data(), m);
+    // alice -> bob, not to her own other connection.
+    let m = msg("/from/alice", vec![]);
+    a1.send(&m);
+    assert_eq!(bob.expect_data(), m);
+    assert_eq!(
+        a2.nothing(Duration::from_millis(200)),
+        Vec::<Vec<u8>>::new()
+    );
+    // Closing one of alice's connections is not a leave.
+    drop(a1);
+    let m = msg("/still/here", vec![]);
+    bob.send(&m);
+    assert_eq!(a2.expect(), m);
+    // The same name with another password is refused.
+    let mut fake = Client::connect(rt.len32, false);
+    assert_eq!(
+        fake.register("alice", "WRONG", "band", "", 4),
+        "/oscrouter/error"
+    );
+    assert!(fake.closed());
+    assert_eq!(
+        bob.nothing(Duration::from_millis(100)),
+        Vec::<Vec<u8>>::new()
+    );
+}
+
+fn private_messages_pings_and_other_control(d: Driver) {
+    let rt = Rt::start(d, "");
+    let mut alice = Client::connect(rt.len32, false);
+    alice.register("alice", "a", "band", "g", 1);
+    let mut bob = Client::connect(rt.slip, true);
+    bob.register("bob", "b", "band", "g", 2);
+    let mut carol = Client::connect(rt.len32, false);
+    carol.register("carol", "c", "band", "g", 3);
+    let mut other = Client::connect(rt.len32, false);
+    other.register("bob", "x", "elsewhere", "g", 4);
+    for c in [&mut alice, &mut bob, &mut carol, &mut other] {
+        c.nothing(Duration::from_millis(100));
+    }
+    alice.send(&msg(
+        "/oscrouter/private",
+        vec![s("bob"), s("/cue"), OscType::Double(1.5), OscType::Int(7)],
+    ));
+    assert_eq!(
+        decode(&bob.expect()),
+        OscPacket::Message(OscMessage {
+            addr: "/oscrouter/private".into(),
+            args: vec![s("alice"), s("/cue"), OscType::Double(1.5), OscType::Int(7)],
+        })
+    );
+    // Pings, a second register and a bundle carrying a private message are not forwarded.
+    alice.send(&msg("/oscrouter/ping", vec![s("alice")]));
+    alice.send(&msg(
+        "/oscrouter/register",
+        vec![s("mallory"), s("m"), s("band"), s("g"), OscType::Int(9)],
+    ));
+    alice.send(
+        &rosc::encoder::encode(&OscPacket::Bundle(OscBundle {
+            timetag: OscTime::from((0, 1)),
+            content: vec![OscPacket::Message(OscMessage {
+                addr: "/oscrouter/private".into(),
+                args: vec![s("bob"), s("/secret")],
+            })],
+        }))
+        .unwrap(),
+    );
+    let after = msg("/after", vec![]);
+    alice.send(&after);
+    assert_eq!(bob.expect(), after);
+    assert_eq!(carol.expect(), after);
+    assert_eq!(
+        other.nothing(Duration::from_millis(200)),
+        Vec::<Vec<u8>>::new()
+    );
+    assert_eq!(
+        alice.nothing(Duration::from_millis(50)),
+        Vec::<Vec<u8>>::new()
+    );
+    assert!(rt.counter(C::DroppedReserved) >= 1);
+}
+
+fn bad_clients_are_refused_and_others_keep_being_served(d: Driver) {
+    let rt = Rt::start(d, "max_users = 12\n");
+    let mut alice = Client::connect(rt.len32, false);
+    alice.register("alice", "a", "band", "g", 1);
+    let mut bob = Client::connect(rt.len32, true);
+    bob.register("bob", "b", "band", "g", 2);
+    alice.nothing(Duration::from_millis(100));
+    bob.nothing(Duration::from_millis(50));
+
+    // Wrong group password: an error, then the connection is closed.
+    let mut wrong = Client::connect(rt.len32, false);
+    wrong.send(&msg(
+        "/oscrouter/register",
+        vec![s("eve"), s("e"), s("band"), s("nope"), OscType::Int(3)],
+    ));
+    let e = wrong.expect();
+    assert_eq!(addr_of(&e), "/oscrouter/error");
+    assert!(wrong.closed());
+    // Anything but a register first: error and closed.
+    let mut rude = Client::connect(rt.slip, true);
+    rude.send(&msg("/hello", vec![]));
+    assert_eq!(addr_of(&rude.expect()), "/oscrouter/error");
+    assert!(rude.closed());
+    // Garbage in a frame: the same.
+    let mut junk = Client::connect(rt.len32, false);
+    junk.send(b"\x01\x02\x03\x04garbage!");
+    assert_eq!(addr_of(&junk.expect()), "/oscrouter/error");
+    assert!(junk.closed());
+    // A giant length prefix: closed at once.
+    let mut giant = Client::connect(rt.len32, false);
+    giant.s.write_all(&0x7fff_fff0u32.to_be_bytes()).unwrap();
+    assert!(giant.closed());
+    // A client that disconnects mid-frame.
+    let mut half = Client::connect(rt.len32, false);
+    half.s.write_all(&[0, 0, 0, 64, b'/', b'a']).unwrap();
+    drop(half);
+    // A register flood: 30 new users against max_users = 12 (2 already in).
+    let mut flood: Vec<Client> = (0..30).map(|_| Client::connect(rt.len32, false)).collect();
+    for (i, c) in flood.iter_mut().enumerate() {
+        c.send(&msg(
+            "/oscrouter/register",
+            vec![
+                s(&format!("u{i}")),
+                s("p"),
+                s("band"),
+                s("g"),
+                OscType::Int(i as i32),
+            ],
+        ));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for c in flood.iter_mut() {
+        match addr_of(&c.expect()).as_str() {
+            "/oscrouter/error" => {
+                assert!(c.closed());
+                refused += 1;
+            }
+            a if a.starts_with("/oscrouter/register/u") => ok += 1,
+            a => panic!("unexpected {a}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 20));
+    // Through all that, alice and bob are served.
+    let m = msg("/still/served", vec![OscType::Int(5)]);
+    alice.send(&m);
+    assert_eq!(bob.expect_data(), m);
+    assert!(rt.counter(C::TcpFatal) >= 1);
+}
+
+fn a_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
+    let rt = Rt::start(d, "queue_limit = 1000\n");
+    let mut sender = Client::connect(rt.len32, false);
+    sender.register("sender", "s", "band", "", 1);
+    let mut reader = Client::connect(rt.slip, true);
+    reader.register("reader", "r", "band", "", 2);
+    let stalled = {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&rt.len32.into()).unwrap();
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Client {
+            s,
+            slip: false,
+            buf: Vec::new(),
+        }
+    };
+    let mut stalled = stalled;
+    stalled.register("stalled", "x", "band", "", 3);
+    sender.nothing(Duration::from_millis(100));
+    reader.nothing(Duration::from_millis(50));
+
+    const N: i32 = 12_000;
+    let collect = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(N as usize);
+        while got.len() < N as usize {
+            let Some(p) = reader.next(Duration::from_secs(10)) else {
+                break;
+            };
+            if let OscPacket::Message(m) = decode(&p) {
+                if m.addr == "/flood" {
+                    if let Some(OscType::Int(i)) = m.args.first() {
+                        got.push(*i);
+                    }
+                }
+            }
+        }
+        (got, reader)
+    });
+    let pad = OscType::Blob(vec![0x5a; 1000]);
+    for i in 0..N {
+        sender.send(&msg("/flood", vec![OscType::Int(i), pad.clone()]));
+        if i % 20 == 19 {
+            // About 10 MB/s, which the reader (a debug build) keeps up with.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let (got, _reader) = collect.join().unwrap();
+    let first_gap = got.iter().zip(0..).find(|(g, i)| **g != *i);
+    assert!(
+        first_gap.is_none() && got.len() == N as usize,
+        "the reader got {} of {N}; first difference at {first_gap:?}",
+        got.len()
+    );
+    assert!(rt.counter(C::TcpSlowDropped) >= 1);
+    assert_eq!(rt.counter(C::TcpSlowClosed), 1);
+    assert!(stalled.closed());
+}
+
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod mio_driver {
+            $(#[test] fn $name() { super::$name(oscgate::config::Driver::Mio); })*
+        }
+        mod uring_driver {
+            $(#[test] fn $name() {
+                if super::uring_available() {
+                    super::$name(oscgate::config::Driver::Uring);
+                }
+            })*
+        }
+    };
+}
+
+both_drivers!(
+    both_framings_share_a_group_and_fan_out_untouched,
+    several_connections_of_one_user,
+    private_messages_pings_and_other_control,
+    bad_clients_are_refused_and_others_keep_being_served,
+    a_reader_that_stops_reading_is_cut_off_and_others_keep_up,
+);
