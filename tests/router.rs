@@ -451,7 +451,19 @@ fn bad_clients_are_refused_and_others_keep_being_served(d: Driver) {
     let mut half = Client::connect(rt.len32, false);
     half.s.write_all(&[0, 0, 0, 64, b'/', b'a']).unwrap();
     drop(half);
-    // A register flood: 30 new users against max_users = 12 (2 already in).
+    // A registered user that then sends nothing but garbage is closed after 64 frames.
+    let mut spam = Client::connect(rt.slip, true);
+    assert_eq!(
+        spam.register("spam", "s", "spamgroup", "", 1),
+        "/oscrouter/register/spam/1"
+    );
+    let mut frames = Vec::new();
+    for _ in 0..64 {
+        frames.extend(spam.frame(b"not OSC at all!!"));
+    }
+    spam.s.write_all(&frames).unwrap();
+    assert!(spam.closed(), "a garbage-only connection stayed open");
+    // A register flood: 30 new users against max_users = 12 (2 already in; spam has gone).
     let mut flood: Vec<Client> = (0..30).map(|_| Client::connect(rt.len32, false)).collect();
     for (i, c) in flood.iter_mut().enumerate() {
         c.send(&msg(

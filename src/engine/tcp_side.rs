@@ -34,6 +34,9 @@ const FIRST_CONN: usize = FIRST_LISTENER + MAX_LISTENERS;
 const READ_BUDGET: usize = 256 * 1024;
 /// The worker's read buffer.
 const SCRATCH: usize = 64 * 1024;
+/// A connection whose last this many frames were all malformed (bad framing, or not OSC on a
+/// router connection) is closed: it is sending nothing but garbage.
+const MAX_BAD_RUN: u32 = 64;
 
 /// The front door a connection came in by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,8 @@ struct Live {
     dirty: bool,
     /// Stopped reading because of the budget: read again next turn.
     more: bool,
+    /// Malformed frames in a row.
+    bad_run: u32,
 }
 
 struct Slot {
@@ -298,6 +303,7 @@ impl TcpSide {
                 abort: false,
                 dirty: false,
                 more: false,
+                bad_run: 0,
             });
             self.live += 1;
             counters.bump(C::TcpAccepted);
@@ -319,37 +325,51 @@ impl TcpSide {
         let ip = live.peer.ip();
         let mut scratch = std::mem::take(&mut state.tcp.scratch);
         let door = live.door;
+        let mut bad_run = live.bad_run;
         let outcome = live.conn.on_readable(&mut scratch, READ_BUDGET, |frame| {
             let counters = &state.shared.workers[usize::from(state.id)].counters;
-            match frame {
+            let good = match frame {
                 Ok(packet) => {
                     counters.bump(C::Received);
                     match door {
-                        Door::Messenger => state.route(Some(from), ip, packet, Origin::Stream, out),
+                        Door::Messenger => {
+                            state.route(Some(from), ip, packet, Origin::Stream, out);
+                            true
+                        }
                         Door::Router => state.route_router(id, ip, packet),
                     }
                 }
-                Err(_) => counters.bump(C::TcpBadFrame),
-            }
+                Err(_) => {
+                    counters.bump(C::TcpBadFrame);
+                    false
+                }
+            };
+            bad_run = if good { 0 } else { bad_run.saturating_add(1) };
         });
+        live.bad_run = bad_run;
         state.tcp.scratch = scratch;
         let counters = &state.shared.workers[usize::from(state.id)].counters;
-        let close = match outcome {
-            ReadOutcome::Open => false,
-            ReadOutcome::More => {
-                if !live.more {
-                    live.more = true;
-                    state.tcp.more.push(slot);
+        let garbage = bad_run >= MAX_BAD_RUN;
+        if garbage {
+            counters.bump(C::TcpFatal);
+        }
+        let close = garbage
+            || match outcome {
+                ReadOutcome::Open => false,
+                ReadOutcome::More => {
+                    if !live.more {
+                        live.more = true;
+                        state.tcp.more.push(slot);
+                    }
+                    false
                 }
-                false
-            }
-            ReadOutcome::Closed(reason) => {
-                if reason.is_fatal_framing() {
-                    counters.bump(C::TcpFatal);
+                ReadOutcome::Closed(reason) => {
+                    if reason.is_fatal_framing() {
+                        counters.bump(C::TcpFatal);
+                    }
+                    true
                 }
-                true
-            }
-        };
+            };
         state.tcp.slots[slot as usize].live = Some(live);
         if close {
             let counters = &state.shared.workers[usize::from(state.id)].counters;

@@ -226,12 +226,20 @@ impl State {
     /// control thread, and everything else to every connection of every other user of its
     /// group, in order. A bundle carrying `/oscrouter/...` at any depth is dropped (counted):
     /// forwarding it would leak a private message or a register to the whole group.
-    pub(crate) fn route_router(&mut self, c: super::bus::ConnId, ip: IpAddr, payload: &[u8]) {
+    /// Returns false if the packet was malformed.
+    pub(crate) fn route_router(
+        &mut self,
+        c: super::bus::ConnId,
+        ip: IpAddr,
+        payload: &[u8],
+    ) -> bool {
         let Some(snap) = self.snap.take() else {
-            return;
+            return true;
         };
+        let bad_before = self.counters().get(C::BadPacket);
         self.route_router_with(&snap, c, ip, payload);
         self.snap = Some(snap);
+        self.counters().get(C::BadPacket) == bad_before
     }
 
     fn route_router_with(
