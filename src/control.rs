@@ -110,6 +110,7 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let start = Instant::now();
     let mut last_report = Instant::now();
     let mut last_totals = [0u64; counters::COUNT];
+    let mut last_refused = 0u64;
     loop {
         let now = start.elapsed();
         for _ in 0..DRAIN_BUDGET {
@@ -170,6 +171,19 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         if last_report.elapsed() >= REPORT_EVERY {
             last_report = Instant::now();
             report(&shared, &mut last_totals);
+            if let Some(r) = ctl.router.as_ref() {
+                let c = r.counters();
+                let refused = c.refused + c.timeouts;
+                if refused > last_refused {
+                    tracing::warn!(
+                        count = refused - last_refused,
+                        users = r.user_count(),
+                        groups = r.group_count(),
+                        "router connections refused in the last 10 s (bad or missing register)"
+                    );
+                }
+                last_refused = refused;
+            }
         }
         if stop.load(Ordering::Acquire) {
             break;
