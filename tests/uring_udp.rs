@@ -429,3 +429,65 @@ fn a_watched_fd_wakes_the_ring_each_time_it_becomes_readable() {
     }
     assert!(scratch.is_empty());
 }
+
+#[test]
+fn a_gso_run_of_received_buffers_arrives_as_separate_datagrams_and_bad_runs_are_refused() {
+    if !available() {
+        return;
+    }
+    let cfg = UringConfig {
+        recv_buffers: 64,
+        ..UringConfig::default()
+    };
+    let mut u = ring(cfg);
+    let (in_ring, total) = u.buffers_in_ring();
+    assert_eq!(in_ring, total);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Five of 100 bytes, then one of 60 (may end a run), then one of 100 more.
+    let mut sent = Vec::new();
+    for i in 0..7u8 {
+        let len = if i == 5 { 60 } else { 100 };
+        let p = vec![i; len];
+        tx.send_to(&p, addr(&u)).unwrap();
+        sent.push(p);
+    }
+    let mut got = Vec::new();
+    collect(&mut u, &mut got, 7);
+    assert_eq!(got.len(), 7);
+    let rx = receiver();
+    let to = rx.local_addr().unwrap();
+    // Not runs: one datagram, a longer one after the first, a shorter one in the middle, an
+    // IPv6 destination, an index out of range.
+    for which in [&[0u32][..], &[5, 0], &[0, 5, 1], &[0, 99]] {
+        assert_eq!(
+            u.send_received_gso_on(0, &got, which, to),
+            Err(SendError::BadGso),
+            "{which:?}"
+        );
+    }
+    let v6: SocketAddr = "[::1]:9".parse().unwrap();
+    assert_eq!(
+        u.send_received_gso_on(0, &got, &[0, 1], v6),
+        Err(SendError::BadGso)
+    );
+    // A real run: 0..=5 (the shorter last), then 6 alone.
+    u.send_received_gso_on(0, &got, &[0, 1, 2, 3, 4, 5], to)
+        .unwrap();
+    u.send_received_on(0, &got[6], to).unwrap();
+    u.submit().unwrap();
+    for d in got.drain(..) {
+        u.release(d);
+    }
+    drain_sends(&mut u);
+    let mut buf = [0u8; 2048];
+    for want in &sent {
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &want[..]);
+    }
+    assert_eq!(read_all(&rx), Vec::<Vec<u8>>::new());
+    let st = u.stats();
+    assert_eq!((st.sent, st.gso_sent, st.send_errors), (7, 1, 0));
+    // Every buffer is back in the ring.
+    let (in_ring, total) = u.buffers_in_ring();
+    assert_eq!(in_ring, total);
+}

@@ -1,7 +1,11 @@
 //! [`UringDriver`]: one io_uring per worker. Every UDP socket of the worker receives with a
 //! multishot `recvmsg` into one shared provided-buffer ring; a datagram's fan-out is one
 //! `SENDMSG` per destination on the very buffer the kernel filled (from whichever socket the
-//! handler names), and the buffer returns to the ring when its last send completes. Owned
+//! handler names), and the buffer returns to the ring when its last send completes. The
+//! turn's sends are ordered destination-major (arrival order kept per destination), and a
+//! run of equal-length datagrams to one destination goes out as one GSO `SENDMSG`
+//! (`UDP_SEGMENT`), gathered from the received buffers in place; if the kernel refuses GSO,
+//! those datagrams are resent one by one and GSO stays off. Owned
 //! payloads go out the same way from refcounted `Bytes`. The worker's epoll descriptor (TCP
 //! sockets, waker) is watched by a multishot poll on the same ring, so the worker blocks only
 //! in `io_uring_enter`. Sends are submitted at the end of every turn, many per `enter`.
@@ -19,7 +23,10 @@ use bytes::Bytes;
 use mio::{Events, Poll};
 
 use super::{Driver, DriverKind, DriverStats, Handler, Out, Rx, SockIdx};
-use crate::engine::uring::{Datagram, SendError, UringConfig, UringUdp};
+use crate::engine::udp::Gso;
+use crate::engine::uring::{
+    Datagram, SendError, UringConfig, UringUdp, MAX_GSO_BYTES, MAX_GSO_SEGMENT, MAX_GSO_SEGMENTS,
+};
 
 /// How long a turn with no timeout blocks before looking again (nothing depends on it).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
@@ -36,6 +43,12 @@ pub struct UringDriver {
     handling: Vec<Datagram>,
     out: Out,
     owned: Vec<(SockIdx, Bytes, SocketAddr)>,
+    /// This turn's sends of received datagrams: (destination, socket, datagram index).
+    plan: Vec<(SocketAddr, SockIdx, u32)>,
+    /// The datagram indices of one GSO run.
+    run: Vec<u32>,
+    /// The kernel knows `UDP_SEGMENT` (probed on the first socket).
+    gso: bool,
     stats: DriverStats,
 }
 
@@ -53,6 +66,9 @@ impl UringDriver {
             handling: Vec::with_capacity(cfg.recv_buffers),
             out: Out::new(max_targets, cfg.send_slots),
             owned: Vec::with_capacity(cfg.send_slots),
+            plan: Vec::with_capacity(cfg.send_slots),
+            run: Vec::with_capacity(MAX_GSO_SEGMENTS),
+            gso: false,
             stats: DriverStats::default(),
         })
     }
@@ -97,6 +113,70 @@ impl UringDriver {
         }
     }
 
+    /// Queues the planned sends: destination-major when GSO may be used, so runs of
+    /// datagrams to one destination (in arrival order) go out as one GSO send each.
+    fn send_plan(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            self.plan.clear();
+            return;
+        };
+        let gso = self.gso && ring.gso_on() && self.handling.len() > 1;
+        if gso {
+            self.plan.sort_unstable();
+        }
+        let mut j = 0;
+        while j < self.plan.len() {
+            let (to, s, i) = self.plan[j];
+            let mut k = j + 1;
+            let seg = self.handling.get(i as usize).map_or(0, Datagram::len);
+            if gso && to.is_ipv4() && (1..=MAX_GSO_SEGMENT).contains(&seg) {
+                let mut total = seg;
+                while k < self.plan.len() && k - j < MAX_GSO_SEGMENTS {
+                    let (to2, s2, i2) = self.plan[k];
+                    let len = self.handling.get(i2 as usize).map_or(0, Datagram::len);
+                    if to2 != to || s2 != s || len == 0 || len > seg || total + len > MAX_GSO_BYTES
+                    {
+                        break;
+                    }
+                    total += len;
+                    k += 1;
+                    if len < seg {
+                        // A shorter datagram can only be the last of a run.
+                        break;
+                    }
+                }
+            }
+            let mut sent = false;
+            if k - j >= 2 {
+                self.run.clear();
+                self.run.extend(self.plan[j..k].iter().map(|p| p.2));
+                sent = match ring.send_received_gso_on(s, &self.handling, &self.run, to) {
+                    Ok(()) => true,
+                    Err(SendError::SlabFull) => {
+                        let _ = ring.wait(1, Duration::ZERO);
+                        ring.reap(&mut self.ready);
+                        ring.send_received_gso_on(s, &self.handling, &self.run, to)
+                            .is_ok()
+                    }
+                    Err(_) => false,
+                };
+            }
+            if !sent {
+                // One by one: no GSO, a single datagram, or the GSO send could not be queued.
+                for &(to, s, i) in &self.plan[j..k] {
+                    let Some(d) = self.handling.get(i as usize) else {
+                        continue;
+                    };
+                    Self::send_one(ring, &mut self.ready, &mut self.stats, |r| {
+                        r.send_received_on(s, d, to)
+                    });
+                }
+            }
+            j = k;
+        }
+        self.plan.clear();
+    }
+
     fn flush_owned(&mut self) {
         if self.out.owned_len() == 0 {
             return;
@@ -127,6 +207,7 @@ impl Driver for UringDriver {
         match self.ring.as_mut() {
             Some(ring) => ring.add_socket(sock),
             None => {
+                self.gso = Gso::probe(&sock).is_enabled();
                 let mut ring = UringUdp::new(sock, &self.cfg)?;
                 ring.watch(self.poll.as_raw_fd())?;
                 ring.submit()?;
@@ -183,28 +264,39 @@ impl Driver for UringDriver {
             self.dispatch_events(h)?;
         }
         mem::swap(&mut self.ready, &mut self.handling);
-        let Some(ring) = self.ring.as_mut() else {
-            return Ok(());
-        };
-        for d in self.handling.drain(..) {
+        // Every datagram of the turn is held until its sends are queued, so sends to one
+        // destination can be gathered into GSO runs.
+        for i in 0..self.handling.len() {
+            let Some(ring) = self.ring.as_ref() else {
+                break;
+            };
+            let d = &self.handling[i];
             let truncated = d.truncated();
             self.stats.truncated += u64::from(truncated);
             h.datagram(
                 Rx {
                     sock: d.socket(),
-                    payload: ring.payload(&d),
+                    payload: ring.payload(d),
                     from: d.from(),
                     truncated,
                 },
                 &mut self.out,
             );
-            for &(s, to) in self.out.targets() {
-                Self::send_one(ring, &mut self.ready, &mut self.stats, |r| {
-                    r.send_received_on(s, &d, to)
-                });
+            for t in 0..self.out.targets().len() {
+                let (s, to) = self.out.targets()[t];
+                if self.plan.len() == self.plan.capacity() {
+                    // Send what is planned so far rather than grow the list.
+                    self.send_plan();
+                }
+                self.plan.push((to, s, i as u32));
             }
             self.out.clear_targets();
-            ring.release(d);
+        }
+        self.send_plan();
+        if let Some(ring) = self.ring.as_mut() {
+            for d in self.handling.drain(..) {
+                ring.release(d);
+            }
         }
         self.flush_owned();
         if let Some(ring) = self.ring.as_mut() {
@@ -249,6 +341,7 @@ impl Driver for UringDriver {
             s.sent = r.sent;
             s.send_errors = r.send_errors;
             s.recv_errors = r.recv_errors;
+            s.gso_messages = r.gso_sent;
         }
         s
     }

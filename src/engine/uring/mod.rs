@@ -33,7 +33,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 pub use super::udp::Errno;
 pub use probe::{probe, ProbeError, UringSupport};
-pub use ring::{UringUdp, MAX_SOCKETS};
+pub use ring::{UringUdp, MAX_GSO_BYTES, MAX_GSO_SEGMENT, MAX_GSO_SEGMENTS, MAX_SOCKETS};
 
 /// Bytes the kernel writes before the payload in each provided buffer: the 16-byte
 /// `io_uring_recvmsg_out` header and a 28-byte address field (a `sockaddr_in6`).
@@ -162,6 +162,11 @@ pub struct UringStats {
     pub first_send_error: Option<Errno>,
     /// `io_uring_enter` calls made by `submit` / `wait`.
     pub enters: u64,
+    /// GSO sends the kernel completed (each carried several datagrams, counted in `sent`).
+    pub gso_sent: u64,
+    /// The errno of the GSO send that failed with `EIO` / `EINVAL` and turned GSO off (its
+    /// datagrams were sent again one by one).
+    pub gso_failed: Option<Errno>,
 }
 
 /// Why a send could not be queued. Nothing was queued; the payload is dropped.
@@ -175,6 +180,8 @@ pub enum SendError {
     ForeignDatagram,
     /// The ring has no socket with that index.
     NoSocket,
+    /// A GSO send that breaks the rules of [`UringUdp::send_received_gso_on`].
+    BadGso,
 }
 
 impl fmt::Display for SendError {
@@ -184,6 +191,7 @@ impl fmt::Display for SendError {
             SendError::Submit(e) => write!(f, "io_uring submit failed: {e}"),
             SendError::ForeignDatagram => f.write_str("datagram belongs to another ring"),
             SendError::NoSocket => f.write_str("the ring has no socket with that index"),
+            SendError::BadGso => f.write_str("not a valid GSO run (count, lengths or owner)"),
         }
     }
 }

@@ -31,6 +31,7 @@ const UD_RECV: u64 = 1 << 32;
 const UD_SEND: u64 = 2 << 32;
 const UD_CANCEL: u64 = 3 << 32;
 const UD_POLL: u64 = 4 << 32;
+const UD_GSO: u64 = 5 << 32;
 const UD_INDEX: u64 = 0xffff_ffff;
 const UD_KIND: u64 = 0xffff_ffff << 32;
 
@@ -44,6 +45,15 @@ const DROP_DRAIN: Duration = Duration::from_secs(2);
 
 /// Sockets one ring drives at most (the size of its registered-file table).
 pub const MAX_SOCKETS: usize = 64;
+/// Datagrams one GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS`).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Largest GSO segment: a 1500-byte MTU minus IPv4 and UDP headers (so no segment needs IP
+/// fragmentation; IPv6 destinations are never sent with GSO here).
+pub const MAX_GSO_SEGMENT: usize = 1472;
+/// Most payload bytes in one GSO send (one UDP datagram's worth).
+pub const MAX_GSO_BYTES: usize = 65_507;
+/// GSO sends in flight at once per ring.
+const GSO_SLOTS: usize = 256;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -186,6 +196,33 @@ struct SendSlot {
     keep: Keep,
 }
 
+/// A control message carrying `UDP_SEGMENT`: `segment` sits where `CMSG_DATA` points (the
+/// header's size is a multiple of the cmsg alignment), and the struct is `CMSG_SPACE(2)` long.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+}
+
+// SAFETY: `CMSG_LEN` is plain arithmetic on its argument; it touches no memory.
+const SEGMENT_CMSG_LEN: usize =
+    unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as libc::c_uint) } as usize;
+
+/// One in-flight GSO send: several received datagrams to one destination, one `sendmsg`.
+struct GsoSlot {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; MAX_GSO_SEGMENTS],
+    addr: RawAddr,
+    cmsg: SegmentCmsg,
+    /// The socket it was sent from, its destination, and each segment's (buffer, offset,
+    /// length), for the references to drop and for a resend one by one if GSO fails.
+    sock: u16,
+    to: SocketAddr,
+    segs: [(u16, u32, u32); MAX_GSO_SEGMENTS],
+    n: usize,
+}
+
 /// One receiving socket of a ring.
 struct Sock {
     sock: UdpSocket,
@@ -212,6 +249,10 @@ pub struct UringUdp {
     polled: bool,
     slots: Box<[SendSlot]>,
     free: Vec<u32>,
+    gso_slots: Box<[GsoSlot]>,
+    gso_free: Vec<u32>,
+    /// A GSO send failed with `EIO` / `EINVAL`: no more GSO on this ring.
+    gso_off: bool,
     stats: UringStats,
 }
 
@@ -278,6 +319,30 @@ impl UringUdp {
         let free = (0..u32::try_from(cfg.send_slots).unwrap_or(u32::MAX))
             .rev()
             .collect();
+        let gso_slots = (0..GSO_SLOTS)
+            .map(|_| {
+                // SAFETY: `cmsghdr` is a plain C struct of integers; all-zero is valid.
+                let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
+                hdr.cmsg_len = SEGMENT_CMSG_LEN as _;
+                hdr.cmsg_level = libc::SOL_UDP;
+                hdr.cmsg_type = libc::UDP_SEGMENT;
+                GsoSlot {
+                    // SAFETY: all-zero is valid for this plain C struct.
+                    hdr: unsafe { mem::zeroed() },
+                    iov: [libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    }; MAX_GSO_SEGMENTS],
+                    addr: RawAddr::zeroed(),
+                    cmsg: SegmentCmsg { hdr, segment: 0 },
+                    sock: 0,
+                    to: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    segs: [(0, 0, 0); MAX_GSO_SEGMENTS],
+                    n: 0,
+                }
+            })
+            .collect::<Box<[GsoSlot]>>();
+        let gso_free = (0..GSO_SLOTS as u32).rev().collect();
         let mut u = UringUdp {
             ring,
             socks: Vec::new(),
@@ -290,6 +355,9 @@ impl UringUdp {
             polled: false,
             slots,
             free,
+            gso_slots,
+            gso_free,
+            gso_off: false,
             stats: UringStats::default(),
         };
         u.add(sock, table)?;
@@ -379,7 +447,7 @@ impl UringUdp {
 
     /// Sends queued or in flight (slots not yet retired by [`reap`](Self::reap)).
     pub fn sends_in_flight(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len() - self.free.len() + self.gso_in_flight()
     }
 
     /// Whether a multishot receive is queued or active on every socket.
@@ -439,6 +507,155 @@ impl UringUdp {
         let payload = self.bufs.bytes(d.bid, d.offset as usize, d.len as usize);
         let (ptr, len) = (payload.as_ptr(), payload.len());
         self.queue_send(sock, Keep::Received(d.bid), ptr, len, to)
+    }
+
+    /// Whether GSO sends may still be queued (none has failed with `EIO` / `EINVAL`).
+    pub fn gso_on(&self) -> bool {
+        !self.gso_off
+    }
+
+    /// Queues one GSO send from socket `sock` to `to` carrying the payloads of `ds[i]` for
+    /// every `i` in `which`, in that order, in place (each buffer goes back to the ring after
+    /// this send completes and its handle is released). Rules (else [`SendError::BadGso`]):
+    /// 2 to [`MAX_GSO_SEGMENTS`] datagrams of this ring, `to` IPv4, the first of length
+    /// 1..=[`MAX_GSO_SEGMENT`], all others of the same length except the last, which may be
+    /// shorter but not empty, at most [`MAX_GSO_BYTES`] in all. The receiver gets them as
+    /// separate datagrams. If the kernel refuses GSO (`EIO` / `EINVAL`), the datagrams are
+    /// sent again one by one and [`gso_on`](Self::gso_on) turns false for good.
+    pub fn send_received_gso_on(
+        &mut self,
+        sock: u16,
+        ds: &[Datagram],
+        which: &[u32],
+        to: SocketAddr,
+    ) -> Result<(), SendError> {
+        let n = which.len();
+        if self.gso_off || !(2..=MAX_GSO_SEGMENTS).contains(&n) || !to.is_ipv4() {
+            return Err(SendError::BadGso);
+        }
+        let mut total = 0usize;
+        let mut seg = 0usize;
+        for (k, &i) in which.iter().enumerate() {
+            let Some(d) = ds.get(i as usize) else {
+                return Err(SendError::BadGso);
+            };
+            let len = d.len as usize;
+            let ok_len = if k == 0 {
+                seg = len;
+                (1..=MAX_GSO_SEGMENT).contains(&len)
+            } else if k + 1 == n {
+                (1..=seg).contains(&len)
+            } else {
+                len == seg
+            };
+            if d.owner != self.id || !ok_len || d.truncated {
+                return Err(SendError::BadGso);
+            }
+            total += len;
+        }
+        if total > MAX_GSO_BYTES {
+            return Err(SendError::BadGso);
+        }
+        let Some(target) = self.target(usize::from(sock)) else {
+            return Err(SendError::NoSocket);
+        };
+        let Some(&idx) = self.gso_free.last() else {
+            return Err(SendError::SlabFull);
+        };
+        if self.ring.submission().is_full() {
+            self.submit().map_err(errno_of).map_err(SendError::Submit)?;
+        }
+        self.gso_free.pop();
+        for &i in which {
+            let d = &ds[i as usize];
+            self.bufs.refs[usize::from(d.bid)] += 1;
+        }
+        let slot = &mut self.gso_slots[idx as usize];
+        for (k, &i) in which.iter().enumerate() {
+            let d = &ds[i as usize];
+            let payload = self.bufs.bytes(d.bid, d.offset as usize, d.len as usize);
+            slot.iov[k] = libc::iovec {
+                iov_base: payload.as_ptr().cast_mut().cast(),
+                iov_len: payload.len(),
+            };
+            slot.segs[k] = (d.bid, d.offset, d.len);
+        }
+        slot.n = n;
+        slot.sock = sock;
+        slot.to = to;
+        slot.cmsg.segment = seg as u16;
+        let (addr, addr_len) = RawAddr::from_socket_addr(&to);
+        slot.addr = addr;
+        slot.hdr.msg_name = (&raw mut slot.addr).cast();
+        slot.hdr.msg_namelen = addr_len;
+        slot.hdr.msg_iov = slot.iov.as_mut_ptr();
+        slot.hdr.msg_iovlen = n as _;
+        slot.hdr.msg_control = (&raw mut slot.cmsg).cast();
+        slot.hdr.msg_controllen = mem::size_of::<SegmentCmsg>() as _;
+        let hdr = &raw const slot.hdr;
+        let sqe = match target {
+            Target::Fixed(i) => opcode::SendMsg::new(types::Fixed(i), hdr).build(),
+            Target::Fd(fd) => opcode::SendMsg::new(types::Fd(fd), hdr).build(),
+        };
+        // SAFETY: the SQE points at this slot's header, iovecs, address and cmsg, and the
+        // iovecs at received buffers whose refcounts were just raised. The slot sits in a
+        // boxed slice that is never reallocated and is not reused before its CQE is reaped
+        // (drop drains or leaks).
+        let pushed = unsafe {
+            self.ring
+                .submission()
+                .push(&sqe.user_data(UD_GSO | u64::from(idx)))
+        };
+        if pushed.is_err() {
+            self.retire_gso(idx, None);
+            return Err(SendError::Submit(Errno(libc::EBUSY)));
+        }
+        Ok(())
+    }
+
+    /// A GSO send finished (`res`: its result, `None` if it never went out): drops its
+    /// references; if the kernel refused GSO, turns it off and sends each datagram alone.
+    fn retire_gso(&mut self, idx: u32, res: Option<i32>) {
+        let Some(slot) = self.gso_slots.get(idx as usize) else {
+            return;
+        };
+        let (n, sock, to, segs) = (slot.n, slot.sock, slot.to, slot.segs);
+        if let Some(res) = res {
+            if res >= 0 {
+                self.stats.sent += n as u64;
+                self.stats.gso_sent += 1;
+            } else if -res == libc::EIO || -res == libc::EINVAL {
+                self.gso_off = true;
+                self.stats.gso_failed.get_or_insert(Errno(-res));
+                for &(bid, off, len) in &segs[..n] {
+                    let payload = self.bufs.bytes(bid, off as usize, len as usize);
+                    let (ptr, plen) = (payload.as_ptr(), payload.len());
+                    if self
+                        .queue_send(sock, Keep::Received(bid), ptr, plen, to)
+                        .is_err()
+                    {
+                        self.stats.send_errors += 1;
+                    }
+                }
+            } else {
+                self.stats.send_errors += n as u64;
+                if self.stats.first_send_error.is_none() {
+                    self.stats.first_send_error = Some(Errno(-res));
+                }
+            }
+        }
+        for &(bid, _, _) in &segs[..n] {
+            self.bufs.unref(bid);
+        }
+        if let Some(slot) = self.gso_slots.get_mut(idx as usize) {
+            slot.n = 0;
+        }
+        self.gso_free.push(idx);
+    }
+
+    /// GSO sends in flight.
+    pub fn gso_in_flight(&self) -> usize {
+        GSO_SLOTS - self.gso_free.len()
     }
 
     fn queue_send(
@@ -555,6 +772,7 @@ impl UringUdp {
                     }
                     self.retire((ud & 0xffff_ffff) as u32);
                 }
+                UD_GSO => self.retire_gso((ud & UD_INDEX) as u32, Some(res)),
                 _ => {}
             }
         }
@@ -753,6 +971,7 @@ impl Drop for UringUdp {
             self.bufs.entries.leaked = true;
             self.bufs.bufs.leaked = true;
             mem::forget(mem::take(&mut self.slots));
+            mem::forget(mem::take(&mut self.gso_slots));
             mem::forget(mem::replace(&mut self.recv_hdr, Box::new(zeroed_msghdr())));
         }
     }
