@@ -317,6 +317,41 @@ fn both_framings_share_a_group_and_fan_out_untouched(d: Driver) {
     assert_eq!(decode(&carol.expect()), userlist(&["alice", "carol"]));
 }
 
+fn messages_pipelined_behind_the_register_are_kept_in_order(d: Driver) {
+    let rt = Rt::start(d, "");
+    let mut bob = Client::connect(rt.slip, true);
+    bob.register("bob", "b", "band", "", 1);
+    // liblo's oscsendfile does this: register and everything else in one go, no waiting.
+    let mut alice = Client::connect(rt.len32, false);
+    let mut bytes = alice.frame(&msg(
+        "/oscrouter/register",
+        vec![s("alice"), s("a"), s("band"), s(""), OscType::Int(2)],
+    ));
+    let burst: Vec<Vec<u8>> = (0..300).map(|i| rich("/early", i)).collect();
+    for m in &burst {
+        bytes.extend(alice.frame(m));
+    }
+    alice.s.write_all(&bytes).unwrap();
+    assert_eq!(addr_of(&alice.expect()), "/oscrouter/register/alice/2");
+    for want in &burst {
+        assert_eq!(&bob.expect_data(), want);
+    }
+    // The same behind a refused register: nothing gets through.
+    let mut eve = Client::connect(rt.len32, false);
+    let mut bytes = eve.frame(&msg(
+        "/oscrouter/register",
+        vec![s("bob"), s("WRONG"), s("band"), s(""), OscType::Int(3)],
+    ));
+    bytes.extend(eve.frame(&msg("/sneaky", vec![])));
+    eve.s.write_all(&bytes).unwrap();
+    assert_eq!(addr_of(&eve.expect()), "/oscrouter/error");
+    assert!(eve.closed());
+    assert_eq!(
+        bob.nothing(Duration::from_millis(200)),
+        Vec::<Vec<u8>>::new()
+    );
+}
+
 fn several_connections_of_one_user(d: Driver) {
     let rt = Rt::start(d, "");
     let mut a1 = Client::connect(rt.len32, false);
@@ -575,6 +610,7 @@ macro_rules! both_drivers {
 both_drivers!(
     both_framings_share_a_group_and_fan_out_untouched,
     several_connections_of_one_user,
+    messages_pipelined_behind_the_register_are_kept_in_order,
     private_messages_pings_and_other_control,
     bad_clients_are_refused_and_others_keep_being_served,
     a_reader_that_stops_reading_is_cut_off_and_others_keep_up,

@@ -10,6 +10,7 @@
 //! error (e.g. a length prefix over `tcp.max_frame`) closes the connection; the control thread
 //! hears of every close.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,6 +38,19 @@ const SCRATCH: usize = 64 * 1024;
 /// A connection whose last this many frames were all malformed (bad framing, or not OSC on a
 /// router connection) is closed: it is sending nothing but garbage.
 const MAX_BAD_RUN: u32 = 64;
+
+/// Packets a router connection sent while its register was being answered.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) ip: Option<std::net::IpAddr>,
+    pub(crate) packets: Vec<Bytes>,
+    pub(crate) bytes: usize,
+}
+
+/// Most bytes held for one connection waiting for its register answer, and for all of a
+/// worker's connections together; more are dropped (counted as egress queue full).
+pub(crate) const MAX_HELD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HELD_TOTAL: usize = 8 << 20;
 
 /// The front door a connection came in by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +117,12 @@ pub(crate) struct TcpSide {
     live: usize,
     dirty: Vec<u32>,
     more: Vec<u32>,
+    /// Router connections whose register went to the control thread and is not answered yet:
+    /// what they sent since, held in order until the published snapshot shows them registered
+    /// (then replayed) or they are closed (then dropped). Bounded per connection.
+    pub(crate) router_held: HashMap<ConnId, Held>,
+    /// Bytes in `router_held`.
+    pub(crate) held_total: usize,
     scratch: Box<[u8]>,
     pub(crate) framer: Framer,
     len32: Option<Bytes>,
@@ -141,6 +161,8 @@ impl TcpSide {
             live: 0,
             dirty: Vec::new(),
             more: Vec::new(),
+            router_held: HashMap::new(),
+            held_total: 0,
             scratch: vec![0u8; SCRATCH].into_boxed_slice(),
             framer: Framer::new(64 * 1024),
             len32: None,
@@ -413,6 +435,9 @@ impl TcpSide {
             generation: s.generation,
         };
         s.generation = s.generation.wrapping_add(1);
+        if let Some(h) = self.router_held.remove(&id) {
+            self.held_total -= h.bytes;
+        }
         let _ = self.registry.deregister(live.conn.stream_mut());
         drop(live);
         self.free.push(slot);

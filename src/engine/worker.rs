@@ -251,12 +251,36 @@ impl State {
     ) {
         use crate::proto::router::{PREFIX, PRIVATE};
         let Some(&(g, u)) = snap.router.conns.get(&c) else {
-            self.pass_to_control(
-                crate::route::Protocol::Router,
-                Endpoint::Tcp(c),
-                ip,
-                payload,
-            );
+            // Not registered (yet): the first packet goes to the control thread; what follows
+            // is held until the answer is published, so a client that pipelines its first
+            // messages behind the register loses nothing and keeps its order.
+            match self.tcp.router_held.get_mut(&c) {
+                None => {
+                    self.tcp.router_held.insert(
+                        c,
+                        super::tcp_side::Held {
+                            ip: Some(ip),
+                            ..Default::default()
+                        },
+                    );
+                    self.pass_to_control(
+                        crate::route::Protocol::Router,
+                        Endpoint::Tcp(c),
+                        ip,
+                        payload,
+                    );
+                }
+                Some(h)
+                    if h.bytes + payload.len() <= super::tcp_side::MAX_HELD_BYTES
+                        && self.tcp.held_total + payload.len()
+                            <= super::tcp_side::MAX_HELD_TOTAL =>
+                {
+                    h.bytes += payload.len();
+                    self.tcp.held_total += payload.len();
+                    h.packets.push(Bytes::copy_from_slice(payload));
+                }
+                Some(_) => self.counters().bump(C::EgressQueueFull),
+            }
             return;
         };
         let Some(group) = snap.router.groups.get(g as usize) else {
@@ -298,6 +322,31 @@ impl State {
             },
             Err(_) => self.counters().bump(C::BadPacket),
         }
+    }
+
+    /// Replays what router connections sent while their register was being answered, for
+    /// those the new snapshot shows registered.
+    fn replay_held(&mut self) {
+        let Some(snap) = self.snap.take() else {
+            return;
+        };
+        let ready: Vec<super::bus::ConnId> = self
+            .tcp
+            .router_held
+            .keys()
+            .filter(|c| snap.router.conns.contains_key(c))
+            .copied()
+            .collect();
+        for c in ready {
+            if let Some(h) = self.tcp.router_held.remove(&c) {
+                self.tcp.held_total -= h.bytes;
+                let ip = h.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                for p in h.packets {
+                    self.route_router_with(&snap, c, ip, &p);
+                }
+            }
+        }
+        self.snap = Some(snap);
     }
 
     /// Sends `payload` to the connections of `group` that `to(user, conn)` picks.
@@ -396,6 +445,9 @@ impl Handler for State {
         let stale = self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(&current, s));
         if stale {
             self.snap = Some(arc_swap::Guard::into_inner(current));
+            if !self.tcp.router_held.is_empty() {
+                self.replay_held();
+            }
         }
     }
 
