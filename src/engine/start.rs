@@ -131,22 +131,45 @@ impl Engine {
             let mut listen = SocketAddr::V4(m.listen);
             let mut patron_socks = Vec::with_capacity(n);
             let mut listeners = Vec::with_capacity(n);
-            for i in 0..n {
-                let s = udp::bind_udp(listen, true, Some(udp_buffer), Some(udp_buffer))
-                    .with_context(|| format!("messenger.listen: binding UDP {listen}"))?;
-                if i == 0 {
+            // Port 0: the kernel picks a free UDP port, which may be taken for TCP (by any
+            // outgoing connection's local port); then try another, a few times.
+            let any_port = listen.port() == 0;
+            let mut tries = 0;
+            while patron_socks.len() < n {
+                let first = patron_socks.is_empty();
+                let at = if first && any_port {
+                    SocketAddr::V4(m.listen)
+                } else {
+                    listen
+                };
+                let s = udp::bind_udp(at, true, Some(udp_buffer), Some(udp_buffer))
+                    .with_context(|| format!("messenger.listen: binding UDP {at}"))?;
+                if first {
                     listen = s.local_addr()?;
                 }
+                let tcp = match bind_tcp(listen) {
+                    Ok(t) => t,
+                    Err(e)
+                        if first
+                            && any_port
+                            && e.kind() == io::ErrorKind::AddrInUse
+                            && tries < 16 =>
+                    {
+                        tries += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("messenger.listen: binding TCP {listen}"));
+                    }
+                };
                 if !iface.is_unspecified() {
                     udp::set_multicast_if_v4(&s, iface)?;
                 }
                 udp::set_multicast_ttl_v4(&s, m.ttl)?;
                 udp::set_multicast_loop_v4(&s, false)?;
                 patron_socks.push(s);
-                listeners.push(
-                    bind_tcp(listen)
-                        .with_context(|| format!("messenger.listen: binding TCP {listen}"))?,
-                );
+                listeners.push(tcp);
             }
             let group_rx = bind_group(group, iface, udp_buffer)
                 .with_context(|| format!("messenger.group: joining {group} on {iface}"))?;
