@@ -243,12 +243,28 @@ fn apply(ctl: &mut Control, shared: &Shared) {
             }
         }
     }
+    // Router replies go out before the membership they belong to is published: the workers
+    // run their mailbox before routing with a new table, so a newcomer hears its register
+    // answer and the user list before any group traffic (what it sends meanwhile is held by
+    // its worker until the table shows it registered).
+    dispatch(shared, std::mem::take(&mut sends));
     if let Some(gw) = ctl.messenger.as_mut() {
         messenger_actions(gw, shared, &mut sends, &mut dirty);
     }
     if dirty {
         publish(ctl, shared);
     }
+    // Messenger replies after: a patron that hears `accept` is already routed as one.
+    dispatch(shared, sends);
+    // After the sends: a refused connection gets its error message first.
+    for c in closes {
+        let w = shared.worker_for(&Endpoint::Tcp(c));
+        let _ = shared.workers[w].mailbox.send(WorkerMsg::Close(c));
+    }
+}
+
+/// Queues each packet on the mailbox of the worker that owns its endpoint.
+fn dispatch(shared: &Shared, sends: Vec<(Endpoint, Vec<u8>)>) {
     for (to, packet) in sends {
         let w = shared.worker_for(&to);
         let msg = WorkerMsg::Send {
@@ -258,11 +274,6 @@ fn apply(ctl: &mut Control, shared: &Shared) {
         if shared.workers[w].mailbox.send(msg).is_err() {
             tracing::debug!(%to, "worker mailbox full: control reply dropped");
         }
-    }
-    // After the sends: a refused connection gets its error message first.
-    for c in closes {
-        let w = shared.worker_for(&Endpoint::Tcp(c));
-        let _ = shared.workers[w].mailbox.send(WorkerMsg::Close(c));
     }
 }
 

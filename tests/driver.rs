@@ -24,7 +24,7 @@ struct Fan {
 }
 
 impl Handler for Fan {
-    fn turn_start(&mut self) {
+    fn turn_start(&mut self, _out: &mut Out) {
         self.starts += 1;
     }
     fn datagram(&mut self, rx: Rx<'_>, out: &mut Out) {

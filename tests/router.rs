@@ -366,6 +366,42 @@ fn messages_pipelined_behind_the_register_are_kept_in_order(d: Driver) {
     );
 }
 
+fn a_newcomer_hears_its_reply_and_the_user_list_before_any_traffic(d: Driver) {
+    let rt = Rt::start(d, "");
+    let mut alice = Client::connect(rt.len32, false);
+    alice.register("alice", "a", "band", "", 1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streamer = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let m = msg("/stream", vec![OscType::Int(1)]);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..20 {
+                    alice.send(&m);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    for i in 0..60 {
+        let mut c = Client::connect(if i % 2 == 0 { rt.len32 } else { rt.slip }, i % 2 == 1);
+        let user = format!("n{i}");
+        c.send(&msg(
+            "/oscrouter/register",
+            vec![s(&user), s("p"), s("band"), s(""), OscType::Int(i)],
+        ));
+        assert_eq!(
+            addr_of(&c.expect()),
+            format!("/oscrouter/register/{user}/{i}")
+        );
+        assert_eq!(addr_of(&c.expect()), "/oscrouter/userlist", "newcomer {i}");
+        // Traffic does reach it (it is a member now).
+        assert_eq!(addr_of(&c.expect_data()), "/stream");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    streamer.join().unwrap();
+}
+
 fn several_connections_of_one_user(d: Driver) {
     let rt = Rt::start(d, "");
     let mut a1 = Client::connect(rt.len32, false);
@@ -626,6 +662,7 @@ both_drivers!(
     both_framings_share_a_group_and_fan_out_untouched,
     several_connections_of_one_user,
     messages_pipelined_behind_the_register_are_kept_in_order,
+    a_newcomer_hears_its_reply_and_the_user_list_before_any_traffic,
     private_messages_pings_and_other_control,
     bad_clients_are_refused_and_others_keep_being_served,
     a_reader_that_stops_reading_is_cut_off_and_others_keep_up,

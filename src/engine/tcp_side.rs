@@ -243,6 +243,32 @@ impl TcpSide {
         queued
     }
 
+    /// Records whether a frame of `c` was well-formed; true when its run of malformed frames
+    /// has reached the limit (then it should be closed).
+    pub(crate) fn track_bad(&mut self, c: ConnId, good: bool) -> bool {
+        let Some(live) = self.live_mut(c) else {
+            return false;
+        };
+        live.bad_run = if good {
+            0
+        } else {
+            live.bad_run.saturating_add(1)
+        };
+        live.bad_run >= MAX_BAD_RUN
+    }
+
+    /// Closes `c` now (if it is still open).
+    pub(crate) fn close_now(
+        &mut self,
+        c: ConnId,
+        counters: &Counters,
+        control: &super::bus::Mailbox<ControlMsg>,
+    ) {
+        if self.live_mut(c).is_some() {
+            self.close(c.slot, counters, control);
+        }
+    }
+
     /// Closes `c` once what is queued for it has been written.
     pub(crate) fn close_after_flush(&mut self, c: ConnId) {
         if let Some(live) = self.live_mut(c) {

@@ -88,6 +88,8 @@ pub(crate) struct State {
     pub(crate) tcp: TcpSide,
     /// Where a private message is rewritten for its target (kept, so no allocation).
     private: Vec<u8>,
+    /// The mailbox said stop.
+    stop_seen: bool,
     /// Wake the control thread at the end of the turn.
     wake_control: bool,
     /// Other workers to wake at the end of the turn (bit per worker id, up to 64).
@@ -342,7 +344,18 @@ impl State {
                 self.tcp.held_total -= h.bytes;
                 let ip = h.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 for p in h.packets {
+                    let bad_before = self.counters().get(C::BadPacket);
                     self.route_router_with(&snap, c, ip, &p);
+                    let good = self.counters().get(C::BadPacket) == bad_before;
+                    if self.tcp.track_bad(c, good) {
+                        // Garbage held while the register was answered counts like any.
+                        let shared = Arc::clone(&self.shared);
+                        let counters = &shared.workers[usize::from(self.id)].counters;
+                        counters.bump(C::TcpFatal);
+                        self.tcp.close_now(c, counters, &shared.control);
+                        self.wake_control = true;
+                        break;
+                    }
                 }
             }
         }
@@ -424,6 +437,51 @@ impl State {
     }
 
     /// Sends the wake-ups collected during the turn.
+    /// Runs up to `budget` mailbox jobs; UDP sends go through `send_udp`. True once told to
+    /// stop (the jobs queued before the stop have run).
+    fn run_mailbox(
+        &mut self,
+        budget: usize,
+        send_udp: &mut impl FnMut(SockIdx, Bytes, SocketAddr),
+    ) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let link = &shared.workers[usize::from(self.id)];
+        for _ in 0..budget {
+            let Some(msg) = link.mailbox.pop() else {
+                break;
+            };
+            match msg {
+                WorkerMsg::Send {
+                    to: Endpoint::Udp(a),
+                    packet,
+                } => {
+                    if let Some(s) = self.patron_sock {
+                        send_udp(s, packet, a);
+                    }
+                }
+                WorkerMsg::Send {
+                    to: Endpoint::Tcp(c),
+                    packet,
+                } => {
+                    // A new packet: the frames cached for the last one must not be reused.
+                    self.tcp.begin_packet();
+                    self.tcp.deliver_local(c, &packet, &link.counters);
+                }
+                WorkerMsg::SendGroup { packet } => {
+                    if let (Some(s), Some(g)) = (self.patron_sock, self.group) {
+                        send_udp(s, packet, g);
+                    }
+                }
+                WorkerMsg::Close(c) => self.tcp.close_after_flush(c),
+                WorkerMsg::Stop => {
+                    self.stop_seen = true;
+                    break;
+                }
+            }
+        }
+        self.stop_seen
+    }
+
     fn flush_wakes(&mut self) {
         if std::mem::take(&mut self.wake_control) {
             self.shared.control.wake();
@@ -440,11 +498,19 @@ impl State {
 }
 
 impl Handler for State {
-    fn turn_start(&mut self) {
+    fn turn_start(&mut self, out: &mut Out) {
         let current = self.shared.snapshot.load();
         let stale = self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(&current, s));
         if stale {
             self.snap = Some(arc_swap::Guard::into_inner(current));
+            // The control thread queues replies (a router user's register answer and user
+            // list) before it publishes the membership they go with: running the mailbox
+            // first means a newcomer hears them before any traffic routed by the new table.
+            if !self.stop_seen {
+                self.run_mailbox(MAILBOX_BUDGET, &mut |s, p, a| {
+                    out.send(s, p, a);
+                });
+            }
             if !self.tcp.router_held.is_empty() {
                 self.replay_held();
             }
@@ -556,6 +622,7 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         self_sources,
         tcp,
         private: Vec::new(),
+        stop_seen: false,
         wake_control: false,
         wake_workers: 0,
     };
@@ -563,39 +630,7 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
     let mut stopping = false;
     while !stopping {
         driver.turn(Some(TICK), &mut state)?;
-        for _ in 0..MAILBOX_BUDGET {
-            let Some(msg) = link.mailbox.pop() else {
-                break;
-            };
-            match msg {
-                WorkerMsg::Send {
-                    to: Endpoint::Udp(a),
-                    packet,
-                } => {
-                    if let Some(s) = patron_sock {
-                        driver.send(s, packet, a);
-                    }
-                }
-                WorkerMsg::Send {
-                    to: Endpoint::Tcp(c),
-                    packet,
-                } => {
-                    // A new packet: the frames cached for the last one must not be reused.
-                    state.tcp.begin_packet();
-                    state.tcp.deliver_local(c, &packet, &link.counters);
-                }
-                WorkerMsg::SendGroup { packet } => {
-                    if let (Some(s), Some(g)) = (patron_sock, group) {
-                        driver.send(s, packet, g);
-                    }
-                }
-                WorkerMsg::Close(c) => state.tcp.close_after_flush(c),
-                WorkerMsg::Stop => {
-                    stopping = true;
-                    break;
-                }
-            }
-        }
+        stopping = state.run_mailbox(MAILBOX_BUDGET, &mut |s, p, a| driver.send(s, p, a));
         TcpSide::after_turn(&mut state);
         state.flush_wakes();
     }

@@ -181,7 +181,7 @@ impl Out {
 pub trait Handler {
     /// Called when a turn's wait is over, before anything is handled (e.g. to load the
     /// current route table once for the whole turn).
-    fn turn_start(&mut self);
+    fn turn_start(&mut self, out: &mut Out);
     /// One received datagram: name its destinations with [`Out::to`] (and any owned sends
     /// with [`Out::send`]).
     fn datagram(&mut self, rx: Rx<'_>, out: &mut Out);

@@ -247,7 +247,7 @@ impl Driver for PollDriver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        h.turn_start();
+        h.turn_start(&mut self.out);
         for ev in self.events.iter() {
             let t = ev.token().0;
             if t < FIRST_WORKER_TOKEN {

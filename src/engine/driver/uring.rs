@@ -239,7 +239,7 @@ impl Driver for UringDriver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            h.turn_start();
+            h.turn_start(&mut self.out);
             for ev in self.events.iter() {
                 h.event(ev, &mut self.out);
             }
@@ -257,7 +257,7 @@ impl Driver for UringDriver {
             self.stats.waits += 1;
         }
         ring.wait(1, wait)?;
-        h.turn_start();
+        h.turn_start(&mut self.out);
         ring.reap(&mut self.ready);
         let polled = ring.take_polled();
         if polled {
