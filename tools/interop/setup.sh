@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs what tools/interop/ needs on Debian 12: liblo-tools (oscsend, oscdump) from apt and a
-# Python venv at tools/interop/.venv with a pinned python-osc. Safe to run repeatedly: when
-# everything is already there it only runs a few quick checks and touches nothing.
-# It does not build oscgate and does not install anything outside apt and this venv.
+# Installs what tools/interop/ needs on Debian 12: from apt liblo-tools (oscsend, oscdump,
+# oscsendfile), nodejs + npm and supercollider-language (sclang, without recommends); a Python
+# venv at tools/interop/.venv with a pinned python-osc; npm `osc` at the exact version in
+# package.json / package-lock.json, under tools/interop/node_modules. Safe to run repeatedly:
+# when everything is already there it only runs a few quick checks and touches nothing.
+# It does not build oscgate and does not install anything outside apt, this venv and
+# node_modules.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +21,7 @@ fi
 apt_install() {
     # Refresh the package lists only when there are none or the first install attempt fails.
     export DEBIAN_FRONTEND=noninteractive
-    if ! compgen -G "/var/lib/apt/lists/*_Packages" >/dev/null; then
+    if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
         "${SUDO[@]}" apt-get update -qq
     fi
     if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "$@"; then
@@ -29,13 +32,24 @@ apt_install() {
 
 # --- system packages -------------------------------------------------------------------
 missing=()
-if ! command -v oscsend >/dev/null 2>&1 || ! command -v oscdump >/dev/null 2>&1; then
+if ! command -v oscsend >/dev/null 2>&1 || ! command -v oscdump >/dev/null 2>&1 \
+    || ! command -v oscsendfile >/dev/null 2>&1; then
     missing+=(liblo-tools)
 fi
 # `ip` and `unshare` are only used by the liblo multicast scenario (it runs in a private
 # network namespace); util-linux (unshare) is always present on Debian.
 if ! command -v ip >/dev/null 2>&1; then
     missing+=(iproute2)
+fi
+# router_scenarios.py: osc.js runs on node; SuperCollider's language alone (no server, no IDE).
+if ! command -v node >/dev/null 2>&1; then
+    missing+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
+fi
+if ! command -v sclang >/dev/null 2>&1; then
+    missing+=(supercollider-language)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
@@ -76,4 +90,22 @@ if ! venv_ok; then
     echo "setup: installing python-osc==$PYTHON_OSC_VERSION" >&2
     "$VPY" -m pip install -q --disable-pip-version-check "python-osc==$PYTHON_OSC_VERSION"
     venv_ok || { echo "setup: python-osc $PYTHON_OSC_VERSION is not importable from $VENV" >&2; exit 1; }
+fi
+
+# --- npm osc under tools/interop/node_modules ------------------------------------------
+# The version is the exact one package.json names (package-lock.json pins the rest).
+npm_osc_ok() {
+    [ -f "$HERE/node_modules/osc/package.json" ] && node -e '
+        const want = require(process.argv[1] + "/package.json").dependencies.osc;
+        const have = require(process.argv[1] + "/node_modules/osc/package.json").version;
+        process.exit(have === want ? 0 : 1);
+    ' "$HERE" >/dev/null 2>&1
+}
+
+if ! npm_osc_ok; then
+    echo "setup: installing npm osc (package-lock.json) into $HERE/node_modules" >&2
+    # `npm ci` installs exactly what package-lock.json pins; osc's optional serialport (a native
+    # build) is not needed for TCP.
+    (cd "$HERE" && npm ci --omit=optional --no-audit --no-fund --loglevel=error >&2)
+    npm_osc_ok || { echo "setup: npm osc from package.json is not installed in $HERE/node_modules" >&2; exit 1; }
 fi

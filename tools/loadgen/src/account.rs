@@ -97,21 +97,53 @@ pub struct Stamp {
     pub sent_ns: u64,
 }
 
-/// Reads sender id, sequence and send time from a load message (`i h h b`).
+/// Reads sender id, sequence and send time from a load message (`i h h b`). The sequence and
+/// the time may also arrive as `i`: a relay that decodes and re-encodes arguments (the Python
+/// tcposcrouter does) writes a 64-bit integer that fits in 31 bits as `i`.
+///
+/// A message laid out exactly as `fanout::encode` writes it is read at fixed offsets (a
+/// receiver accounts millions per second); anything else goes through the full OSC parser.
+/// Both give the same answer for every input.
 pub fn parse(datagram: &[u8], senders: usize) -> Result<Stamp, Malformed> {
-    let Ok(Packet::Message(m)) = Packet::new_checked(datagram) else {
-        return Err(Malformed::NotOsc);
-    };
-    let mut args = m.args();
-    let (Some(Arg::Int(id)), Some(Arg::Long(seq)), Some(Arg::Long(ts)), Some(Arg::Blob(_)), None) = (
-        args.next(),
-        args.next(),
-        args.next(),
-        args.next(),
-        args.next(),
-    ) else {
-        return Err(Malformed::BadArgs);
-    };
+    match parse_fixed(datagram) {
+        Some((id, seq, ts)) => check_ids(id, seq, ts, senders),
+        None => parse_any(datagram, senders),
+    }
+}
+
+/// Layout of `fanout::encode`'s message: address `/load/NN` padded to 12 bytes, tags
+/// `,ihhb` padded to 8, then id, sequence, time and the blob's length.
+const FIXED_ADDRESS: std::ops::Range<usize> = 0..12;
+const FIXED_TAGS: &[u8; 8] = b",ihhb\0\0\0";
+const FIXED_HEADER: usize = 44;
+
+/// The fast path of [`parse`]: `(id, seq, time)` when `m` has exactly the fixed layout (digits
+/// in the address, a blob that ends the message with zero padding), else `None`.
+fn parse_fixed(m: &[u8]) -> Option<(i32, i64, i64)> {
+    let header: &[u8; FIXED_HEADER] = m.get(..FIXED_HEADER)?.try_into().ok()?;
+    let address = &header[FIXED_ADDRESS];
+    if &address[..6] != b"/load/"
+        || !address[6..8].iter().all(u8::is_ascii_digit)
+        || address[8..] != [0; 4]
+        || &header[12..20] != FIXED_TAGS
+    {
+        return None;
+    }
+    let be4 = |r: std::ops::Range<usize>| <[u8; 4]>::try_from(&header[r]).ok();
+    let be8 = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(&header[r]).ok();
+    let blob = usize::try_from(i32::from_be_bytes(be4(40..44)?)).ok()?;
+    let rest = &m[FIXED_HEADER..];
+    if rest.len() != blob.next_multiple_of(4) || rest[blob..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Some((
+        i32::from_be_bytes(be4(20..24)?),
+        i64::from_be_bytes(be8(24..32)?),
+        i64::from_be_bytes(be8(32..40)?),
+    ))
+}
+
+fn check_ids(id: i32, seq: i64, ts: i64, senders: usize) -> Result<Stamp, Malformed> {
     let (Ok(sender), Ok(seq)) = (usize::try_from(id), u64::try_from(seq)) else {
         return Err(Malformed::BadIds);
     };
@@ -123,6 +155,29 @@ pub fn parse(datagram: &[u8], senders: usize) -> Result<Stamp, Malformed> {
         seq,
         sent_ns: u64::try_from(ts).unwrap_or(0),
     })
+}
+
+/// The general path of [`parse`]: the full OSC parser.
+fn parse_any(datagram: &[u8], senders: usize) -> Result<Stamp, Malformed> {
+    let Ok(Packet::Message(m)) = Packet::new_checked(datagram) else {
+        return Err(Malformed::NotOsc);
+    };
+    let wide = |a: Option<Arg<'_>>| match a {
+        Some(Arg::Long(v)) => Some(v),
+        Some(Arg::Int(v)) => Some(i64::from(v)),
+        _ => None,
+    };
+    let mut args = m.args();
+    let (Some(Arg::Int(id)), Some(seq), Some(ts), Some(Arg::Blob(_)), None) = (
+        args.next(),
+        wide(args.next()),
+        wide(args.next()),
+        args.next(),
+        args.next(),
+    ) else {
+        return Err(Malformed::BadArgs);
+    };
+    check_ids(id, seq, ts, senders)
 }
 
 /// The accounting of one receiver thread: pairs for its receivers, latencies, malformed.
@@ -349,7 +404,55 @@ mod tests {
             })
         );
         assert_eq!(parse(b"", 1), Err(Malformed::NotOsc));
+        // Re-typed by a relay: small 64-bit integers as `i`.
+        let mut narrow = Vec::new();
+        let args = [Arg::Int(0), Arg::Int(7), Arg::Int(9), Arg::Blob(&[0; 4])];
+        write_message(&mut narrow, b"/load/00", &args).unwrap();
+        assert_eq!(parse(&narrow, 1).map(|s| (s.seq, s.sent_ns)), Ok((7, 9)));
+        let mut float = Vec::new();
+        let args = [Arg::Int(0), Arg::Float(7.0), Arg::Int(9), Arg::Blob(&[])];
+        write_message(&mut float, b"/load/00", &args).unwrap();
+        assert_eq!(parse(&float, 1), Err(Malformed::BadArgs));
         assert_eq!(parse(&other, 1), Err(Malformed::BadArgs));
+    }
+
+    #[test]
+    fn fixed_layout_fast_path_agrees_with_the_full_parser() {
+        let encoded = |sender: usize, seq: u64, ts: u64, pad: usize| {
+            let mut out = Vec::new();
+            crate::fanout::encode(&mut out, sender, seq, ts, &vec![0; pad]);
+            out
+        };
+        let mut samples = vec![
+            encoded(0, 0, 0, 0),
+            encoded(3, 42, 7_000, 20),
+            encoded(12, u64::MAX >> 1, 1 << 40, 3),
+            encoded(1, 5, 5, 1000),
+        ];
+        for m in &samples {
+            assert!(parse_fixed(m).is_some(), "{m:?}");
+        }
+        // Not the fixed layout (a 7-byte address): the full parser's business.
+        samples.extend([msg(0, -1, 100), msg(-1, 1, 100)]);
+        assert!(parse_fixed(&samples[samples.len() - 1]).is_none());
+        // Every single-byte change and truncation of a good message: same verdict both ways.
+        let base = encoded(2, 77, 123_456, 9);
+        for i in 0..base.len() {
+            for v in [0x00, 0x01, b'0', b'9', b'/', b'h', b'i', 0x80, 0xC0, 0xFF] {
+                let mut m = base.clone();
+                m[i] = v;
+                samples.push(m);
+            }
+            samples.push(base[..i].to_vec());
+        }
+        let mut longer = base.clone();
+        longer.extend_from_slice(&[0; 4]);
+        samples.push(longer);
+        for m in &samples {
+            for senders in [1, 3, 13] {
+                assert_eq!(parse(m, senders), parse_any(m, senders), "{m:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use oscgate_load::{
-    compare, messenger, run, FanoutConfig, MessengerConfig, Mode, Source, Transport, Via,
+    compare, messenger, router, run, FanoutConfig, MessengerConfig, Mode, RouterConfig, Source,
+    Transport, Via,
 };
 
 #[derive(Parser)]
@@ -106,6 +107,45 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         ttl: u32,
         /// Receiver threads for the patrons (1 or 2).
+        #[arg(long, default_value_t = 1)]
+        recv_threads: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// N users on a tcposcrouter-compatible router, K of them sending to the group.
+    Router {
+        /// Users, one TCP connection each, all in one group (2-2048).
+        #[arg(long, default_value_t = 10)]
+        users: usize,
+        /// Users that send (1-64, at most --users).
+        #[arg(long, default_value_t = 1)]
+        senders: usize,
+        /// Messages per second over all senders; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Bytes per message (rounded up to a multiple of 4; at least 36).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Send phase in seconds (at most 300).
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// The router's port (127.0.0.0/8 only).
+        #[arg(long, default_value = "127.0.0.1:55555")]
+        router: SocketAddr,
+        /// Stream framing: len32 (OSC 1.0, port 55555) or slip (OSC 1.1, port 55556).
+        #[arg(long, default_value = "len32")]
+        framing: String,
+        /// The router's pid, for its CPU and memory (default: the one process named oscgate).
+        #[arg(long)]
+        target_pid: Option<u32>,
+        /// Seconds all users may take to be registered.
+        #[arg(long, default_value_t = 10.0)]
+        register_timeout: f64,
+        /// Receiver threads sharing the users' connections (1-8).
         #[arg(long, default_value_t = 1)]
         recv_threads: usize,
         /// Print the report as JSON.
@@ -231,6 +271,41 @@ fn execute(cmd: Cmd) -> anyhow::Result<String> {
                 c.to_json() + "\n"
             } else {
                 c.to_table()
+            })
+        }
+        Cmd::Router {
+            users,
+            senders,
+            rate,
+            size,
+            duration,
+            router: addr,
+            framing,
+            target_pid,
+            register_timeout,
+            recv_threads,
+            json,
+            quiet,
+        } => {
+            let cfg = RouterConfig {
+                users,
+                senders,
+                rate,
+                size,
+                duration: seconds("duration", duration)?,
+                router: addr,
+                framing: router::parse_framing(&framing)?,
+                target_pid,
+                find_target: true,
+                register_timeout: seconds("register-timeout", register_timeout)?,
+                recv_threads,
+                progress: !quiet,
+            };
+            let report = router::run(&cfg)?;
+            Ok(if json {
+                report.to_json() + "\n"
+            } else {
+                report.to_table()
             })
         }
     }
