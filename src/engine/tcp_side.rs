@@ -45,6 +45,8 @@ pub(crate) struct Held {
     pub(crate) ip: Option<std::net::IpAddr>,
     pub(crate) packets: Vec<Bytes>,
     pub(crate) bytes: usize,
+    /// The connection is gone (since then); the packets wait for the register's answer.
+    pub(crate) closed_at: Option<Instant>,
 }
 
 /// Most bytes held for one connection waiting for its register answer, and for all of a
@@ -270,7 +272,19 @@ impl TcpSide {
     }
 
     /// Closes `c` once what is queued for it has been written.
-    pub(crate) fn close_after_flush(&mut self, c: ConnId) {
+    pub(crate) fn close_after_flush(
+        &mut self,
+        c: ConnId,
+        control: &super::bus::Mailbox<ControlMsg>,
+    ) {
+        // The control thread closes a router connection only when it refused it: what it
+        // sent after its register is dropped; if it is gone already, it is gone now.
+        if let Some(h) = self.router_held.remove(&c) {
+            self.held_total -= h.bytes;
+            if h.closed_at.is_some() {
+                let _ = control.push(ControlMsg::Closed(c));
+            }
+        }
         if let Some(live) = self.live_mut(c) {
             live.closing = true;
             if !live.dirty {
@@ -461,16 +475,38 @@ impl TcpSide {
             generation: s.generation,
         };
         s.generation = s.generation.wrapping_add(1);
-        if let Some(h) = self.router_held.remove(&id) {
-            self.held_total -= h.bytes;
-        }
         let _ = self.registry.deregister(live.conn.stream_mut());
         drop(live);
         self.free.push(slot);
         self.live -= 1;
         counters.bump(C::TcpClosed);
+        // A router client that sent its register and more, then hung up at once (liblo's
+        // `oscsendfile`): what it sent still goes out once the register is answered, so the
+        // control thread hears of the close only after that (see `finish_held`).
+        if let Some(h) = self.router_held.get_mut(&id) {
+            if !h.packets.is_empty() {
+                h.closed_at = Some(Instant::now());
+                return;
+            }
+            self.router_held.remove(&id);
+        }
         // If the control queue is full the patron still expires on its timeout.
         let _ = control.push(ControlMsg::Closed(id));
+    }
+
+    /// Forgets the held packets of a router connection that is already closed, and tells the
+    /// control thread it is gone.
+    pub(crate) fn finish_held(&mut self, c: ConnId, control: &super::bus::Mailbox<ControlMsg>) {
+        if self
+            .router_held
+            .get(&c)
+            .is_some_and(|h| h.closed_at.is_some())
+        {
+            if let Some(h) = self.router_held.remove(&c) {
+                self.held_total -= h.bytes;
+            }
+            let _ = control.push(ControlMsg::Closed(c));
+        }
     }
 
     /// Whether reads were cut short by the budget (the next turn must not block).
@@ -535,6 +571,20 @@ impl TcpSide {
             for slot in idle {
                 let counters = &state.shared.workers[usize::from(state.id)].counters;
                 state.tcp.close(slot, counters, &state.shared.control);
+            }
+            // Held packets of closed connections whose register was never answered.
+            let stale: Vec<ConnId> = state
+                .tcp
+                .router_held
+                .iter()
+                .filter(|(_, h)| {
+                    h.closed_at
+                        .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(10))
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            for c in stale {
+                state.tcp.finish_held(c, &state.shared.control);
             }
         }
     }

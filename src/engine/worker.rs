@@ -90,6 +90,9 @@ pub(crate) struct State {
     private: Vec<u8>,
     /// The mailbox said stop.
     stop_seen: bool,
+    /// Where a bundle is split into control messages and the rest (kept, so no allocation).
+    split_rest: Vec<u8>,
+    split_ctl: Vec<std::ops::Range<usize>>,
     /// Wake the control thread at the end of the turn.
     wake_control: bool,
     /// Other workers to wake at the end of the turn (bit per worker id, up to 64).
@@ -251,37 +254,65 @@ impl State {
         ip: IpAddr,
         payload: &[u8],
     ) {
-        use crate::proto::router::{PREFIX, PRIVATE};
+        use crate::proto::router::{PREFIX, PRIVATE, REGISTER};
         let Some(&(g, u)) = snap.router.conns.get(&c) else {
             // Not registered (yet): the first packet goes to the control thread; what follows
             // is held until the answer is published, so a client that pipelines its first
             // messages behind the register loses nothing and keeps its order.
-            match self.tcp.router_held.get_mut(&c) {
-                None => {
-                    self.tcp.router_held.insert(
-                        c,
-                        super::tcp_side::Held {
-                            ip: Some(ip),
-                            ..Default::default()
-                        },
-                    );
-                    self.pass_to_control(
-                        crate::route::Protocol::Router,
-                        Endpoint::Tcp(c),
-                        ip,
-                        payload,
-                    );
+            if self.tcp.router_held.contains_key(&c) {
+                self.hold(c, payload);
+                return;
+            }
+            self.tcp.router_held.insert(
+                c,
+                super::tcp_side::Held {
+                    ip: Some(ip),
+                    ..Default::default()
+                },
+            );
+            let first = crate::proto::router::first_message(payload);
+            let in_bundle = matches!(peek(payload), Ok(Peek::Bundle));
+            match first {
+                Some(r) if in_bundle && payload[r.clone()].starts_with(REGISTER) => {
+                    // A bundle that starts with the register (liblo's `oscsendfile` sends
+                    // nothing else): the register alone to the control thread, the rest held.
+                    let reg = &payload[r];
+                    if peek(reg).is_ok_and(
+                        |p| matches!(p, Peek::Message { address, .. } if address == REGISTER),
+                    ) {
+                        self.pass_to_control(
+                            crate::route::Protocol::Router,
+                            Endpoint::Tcp(c),
+                            ip,
+                            reg,
+                        );
+                        let (mut rest, mut ctl) = self.take_split();
+                        if let Some(kept) =
+                            crate::proto::router::split_bundle(payload, &mut rest, &mut ctl)
+                        {
+                            if kept {
+                                self.hold(c, &rest);
+                            }
+                            for r in ctl.iter().skip(1) {
+                                self.hold(c, &payload[r.clone()]);
+                            }
+                        }
+                        self.put_split(rest, ctl);
+                    } else {
+                        self.pass_to_control(
+                            crate::route::Protocol::Router,
+                            Endpoint::Tcp(c),
+                            ip,
+                            payload,
+                        );
+                    }
                 }
-                Some(h)
-                    if h.bytes + payload.len() <= super::tcp_side::MAX_HELD_BYTES
-                        && self.tcp.held_total + payload.len()
-                            <= super::tcp_side::MAX_HELD_TOTAL =>
-                {
-                    h.bytes += payload.len();
-                    self.tcp.held_total += payload.len();
-                    h.packets.push(Bytes::copy_from_slice(payload));
-                }
-                Some(_) => self.counters().bump(C::EgressQueueFull),
+                _ => self.pass_to_control(
+                    crate::route::Protocol::Router,
+                    Endpoint::Tcp(c),
+                    ip,
+                    payload,
+                ),
             }
             return;
         };
@@ -290,23 +321,7 @@ impl State {
         };
         match peek(payload) {
             Ok(Peek::Message { address, .. }) if address == PRIVATE => {
-                let sender = group.users.get(u as usize).map_or("", String::as_str);
-                let mut out = std::mem::take(&mut self.private);
-                if let Some(target) =
-                    crate::proto::router::rewrite_private(payload, sender, &mut out)
-                {
-                    match group.users.iter().position(|n| n.as_bytes() == target) {
-                        Some(t) => self.fan_out_router(
-                            group,
-                            |user, conn| user == t as u32 && conn != c,
-                            &out,
-                        ),
-                        None => self.counters().bump(C::DroppedNoRoute),
-                    }
-                } else {
-                    self.counters().bump(C::BadPacket);
-                }
-                self.private = out;
+                self.router_private(group, u, c, payload);
             }
             Ok(Peek::Message { address, .. }) if has_prefix(address, PREFIX) => {
                 self.pass_to_control(
@@ -319,11 +334,87 @@ impl State {
             Ok(Peek::Message { .. }) => self.fan_out_router(group, |user, _| user != u, payload),
             Ok(Peek::Bundle) => match bundle_verdict(payload, PREFIX) {
                 BundleCheck::Plain => self.fan_out_router(group, |user, _| user != u, payload),
-                BundleCheck::Reserved => self.counters().bump(C::DroppedReserved),
+                BundleCheck::Reserved => {
+                    // Control messages wrapped in a bundle are acted on as if sent alone; the
+                    // rest of the bundle goes on as a bundle (same time tags), first.
+                    let (mut rest, mut ctl) = self.take_split();
+                    if let Some(kept) =
+                        crate::proto::router::split_bundle(payload, &mut rest, &mut ctl)
+                    {
+                        if kept {
+                            self.fan_out_router(group, |user, _| user != u, &rest);
+                        }
+                        for r in &ctl {
+                            let m = &payload[r.clone()];
+                            if m.starts_with(PRIVATE) && peek(m).is_ok_and(|p| matches!(p, Peek::Message { address, .. } if address == PRIVATE)) {
+                                self.router_private(group, u, c, m);
+                            } else {
+                                self.pass_to_control(
+                                    crate::route::Protocol::Router,
+                                    Endpoint::Tcp(c),
+                                    ip,
+                                    m,
+                                );
+                            }
+                        }
+                    }
+                    self.put_split(rest, ctl);
+                }
                 BundleCheck::Bad => self.counters().bump(C::BadPacket),
             },
             Err(_) => self.counters().bump(C::BadPacket),
         }
+    }
+
+    /// A private message from user `u` (connection `c`) of `group`, to its target.
+    fn router_private(
+        &mut self,
+        group: &super::bus::RouterGroup,
+        u: u32,
+        c: super::bus::ConnId,
+        payload: &[u8],
+    ) {
+        let sender = group.users.get(u as usize).map_or("", String::as_str);
+        let mut out = std::mem::take(&mut self.private);
+        if let Some(target) = crate::proto::router::rewrite_private(payload, sender, &mut out) {
+            match group.users.iter().position(|n| n.as_bytes() == target) {
+                Some(t) => {
+                    self.fan_out_router(group, |user, conn| user == t as u32 && conn != c, &out)
+                }
+                None => self.counters().bump(C::DroppedNoRoute),
+            }
+        } else {
+            self.counters().bump(C::BadPacket);
+        }
+        self.private = out;
+    }
+
+    /// Holds a packet of a router connection whose register is not answered yet (bounded).
+    fn hold(&mut self, c: super::bus::ConnId, payload: &[u8]) {
+        let total = self.tcp.held_total;
+        match self.tcp.router_held.get_mut(&c) {
+            Some(h)
+                if h.bytes + payload.len() <= super::tcp_side::MAX_HELD_BYTES
+                    && total + payload.len() <= super::tcp_side::MAX_HELD_TOTAL =>
+            {
+                h.bytes += payload.len();
+                h.packets.push(Bytes::copy_from_slice(payload));
+                self.tcp.held_total += payload.len();
+            }
+            _ => self.counters().bump(C::EgressQueueFull),
+        }
+    }
+
+    fn take_split(&mut self) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+        (
+            std::mem::take(&mut self.split_rest),
+            std::mem::take(&mut self.split_ctl),
+        )
+    }
+
+    fn put_split(&mut self, rest: Vec<u8>, ctl: Vec<std::ops::Range<usize>>) {
+        self.split_rest = rest;
+        self.split_ctl = ctl;
     }
 
     /// Replays what router connections sent while their register was being answered, for
@@ -342,6 +433,16 @@ impl State {
         for c in ready {
             if let Some(h) = self.tcp.router_held.remove(&c) {
                 self.tcp.held_total -= h.bytes;
+                if h.closed_at.is_some() {
+                    // Gone already: after its packets, the control thread hears of it.
+                    let ip = h.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                    for p in h.packets {
+                        self.route_router_with(&snap, c, ip, &p);
+                    }
+                    let _ = self.shared.control.push(ControlMsg::Closed(c));
+                    self.wake_control = true;
+                    continue;
+                }
                 let ip = h.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
                 for p in h.packets {
                     let bad_before = self.counters().get(C::BadPacket);
@@ -472,7 +573,10 @@ impl State {
                         send_udp(s, packet, g);
                     }
                 }
-                WorkerMsg::Close(c) => self.tcp.close_after_flush(c),
+                WorkerMsg::Close(c) => {
+                    self.tcp.close_after_flush(c, &shared.control);
+                    self.wake_control = true;
+                }
                 WorkerMsg::Stop => {
                     self.stop_seen = true;
                     break;
@@ -623,6 +727,8 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         tcp,
         private: Vec::new(),
         stop_seen: false,
+        split_rest: Vec::new(),
+        split_ctl: Vec::new(),
         wake_control: false,
         wake_workers: 0,
     };

@@ -698,6 +698,80 @@ pub fn rewrite_private<'a>(packet: &'a [u8], sender: &str, out: &mut Vec<u8>) ->
     Some(target)
 }
 
+/// Splits a bundle into its `/oscrouter/...` messages and the rest, for a client that wraps
+/// control messages in bundles (liblo's `oscsendfile` wraps everything; SuperCollider's
+/// `sendBundle`): `controls` gets the byte range in `packet` of every message under
+/// [`PREFIX`], depth first; `rest` gets the bundle without them, time tags and every other
+/// element byte for byte, nested bundles left without a message dropped. Returns whether
+/// `rest` holds any message (when not, `rest` is empty), or `None` if `packet` is not a
+/// well-formed bundle.
+pub fn split_bundle(
+    packet: &[u8],
+    rest: &mut Vec<u8>,
+    controls: &mut Vec<core::ops::Range<usize>>,
+) -> Option<bool> {
+    fn walk(
+        base: *const u8,
+        b: crate::wire::Bundle<'_>,
+        rest: &mut Vec<u8>,
+        controls: &mut Vec<core::ops::Range<usize>>,
+    ) -> bool {
+        let start = rest.len();
+        // "#bundle\0" and the time tag.
+        rest.extend_from_slice(b.as_bytes().get(..16).unwrap_or(&[]));
+        let mut kept = false;
+        for e in b.elements() {
+            match e {
+                Packet::Message(m) if crate::wire::address::has_prefix(m.address(), PREFIX) => {
+                    let at = m.as_bytes().as_ptr() as usize - base as usize;
+                    controls.push(at..at + m.as_bytes().len());
+                }
+                Packet::Message(m) => {
+                    let bytes = m.as_bytes();
+                    rest.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                    rest.extend_from_slice(bytes);
+                    kept = true;
+                }
+                Packet::Bundle(inner) => {
+                    let len_at = rest.len();
+                    rest.extend_from_slice(&[0; 4]);
+                    if walk(base, inner, rest, controls) {
+                        let n = (rest.len() - len_at - 4) as u32;
+                        rest[len_at..len_at + 4].copy_from_slice(&n.to_be_bytes());
+                        kept = true;
+                    } else {
+                        rest.truncate(len_at);
+                    }
+                }
+            }
+        }
+        if !kept {
+            rest.truncate(start);
+        }
+        kept
+    }
+    rest.clear();
+    controls.clear();
+    match Packet::new_checked(packet) {
+        Ok(Packet::Bundle(b)) => Some(walk(packet.as_ptr(), b, rest, controls)),
+        _ => None,
+    }
+}
+
+/// The first message of `packet`, depth first (the packet itself if it is a message), as a
+/// byte range in `packet`; `None` if it holds none or is not OSC.
+pub fn first_message(packet: &[u8]) -> Option<core::ops::Range<usize>> {
+    fn first<'a>(p: Packet<'a>) -> Option<Message<'a>> {
+        match p {
+            Packet::Message(m) => Some(m),
+            Packet::Bundle(b) => b.elements().find_map(first),
+        }
+    }
+    let m = first(Packet::new_checked(packet).ok()?)?;
+    let at = m.as_bytes().as_ptr() as usize - packet.as_ptr() as usize;
+    Some(at..at + m.as_bytes().len())
+}
+
 /// Length of an OSC string of `n` bytes with its NUL and padding.
 fn padded(n: usize) -> usize {
     (n + 4) & !3

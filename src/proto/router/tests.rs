@@ -519,3 +519,96 @@ fn floats_are_written_as_python_does() {
         assert_eq!(python_float(x), want, "{x}");
     }
 }
+
+fn bundle(tt: (u32, u32), content: Vec<OscPacket>) -> OscPacket {
+    OscPacket::Bundle(OscBundle {
+        timetag: OscTime::from(tt),
+        content,
+    })
+}
+
+fn m(addr: &str, args: Vec<OscType>) -> OscPacket {
+    OscPacket::Message(OscMessage {
+        addr: addr.into(),
+        args,
+    })
+}
+
+#[test]
+fn split_bundle_takes_out_control_messages_and_keeps_the_rest_byte_for_byte() {
+    let p = rosc::encoder::encode(&bundle(
+        (7, 8),
+        vec![
+            m(
+                "/oscrouter/register",
+                vec![s("u"), s("p"), s("g"), s(""), OscType::Int(1)],
+            ),
+            m("/a", vec![OscType::Double(1.5)]),
+            bundle(
+                (9, 10),
+                vec![
+                    m("/oscrouter/private", vec![s("bob"), s("/x")]),
+                    m("/b", vec![]),
+                ],
+            ),
+            bundle((11, 12), vec![m("/oscrouter/ping", vec![s("u")])]),
+        ],
+    ))
+    .unwrap();
+    let mut rest = Vec::new();
+    let mut controls = Vec::new();
+    assert_eq!(split_bundle(&p, &mut rest, &mut controls), Some(true));
+    let addrs: Vec<String> = controls
+        .iter()
+        .map(|r| decode(&p[r.clone()]).addr)
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "/oscrouter/register",
+            "/oscrouter/private",
+            "/oscrouter/ping"
+        ]
+    );
+    let want = rosc::encoder::encode(&bundle(
+        (7, 8),
+        vec![
+            m("/a", vec![OscType::Double(1.5)]),
+            bundle((9, 10), vec![m("/b", vec![])]),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(rest, want);
+    // Only control: nothing left.
+    let p =
+        rosc::encoder::encode(&bundle((0, 1), vec![m("/oscrouter/ping", vec![s("u")])])).unwrap();
+    assert_eq!(split_bundle(&p, &mut rest, &mut controls), Some(false));
+    assert!(rest.is_empty());
+    assert_eq!(controls.len(), 1);
+    // Not a bundle.
+    assert_eq!(
+        split_bundle(&osc("/a", vec![]), &mut rest, &mut controls),
+        None
+    );
+    assert_eq!(split_bundle(b"#bundle\0", &mut rest, &mut controls), None);
+}
+
+#[test]
+fn first_message_is_found_depth_first() {
+    let p = rosc::encoder::encode(&bundle(
+        (0, 1),
+        vec![
+            bundle((0, 1), vec![]),
+            bundle((0, 1), vec![m("/deep", vec![])]),
+            m("/later", vec![]),
+        ],
+    ))
+    .unwrap();
+    let r = first_message(&p).unwrap();
+    assert_eq!(decode(&p[r]).addr, "/deep");
+    let plain = osc("/plain", vec![OscType::Int(1)]);
+    assert_eq!(first_message(&plain), Some(0..plain.len()));
+    let empty = rosc::encoder::encode(&bundle((0, 1), vec![])).unwrap();
+    assert_eq!(first_message(&empty), None);
+    assert_eq!(first_message(b"junk"), None);
+}
