@@ -90,12 +90,16 @@ impl FromStr for Driver {
 pub struct Tcp {
     /// Largest accepted frame in bytes; a larger length prefix or SLIP frame is an error.
     pub max_frame: usize,
+    /// A connection whose output queue is full and has had frames dropped, with no write
+    /// making progress for this long, is closed (milliseconds).
+    pub slow_reader_ms: u64,
 }
 
 impl Default for Tcp {
     fn default() -> Self {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
+            slow_reader_ms: 5_000,
         }
     }
 }
@@ -442,6 +446,12 @@ impl Config {
             return err(
                 "engine.control_queue",
                 format!("{} is outside 4..=1048576", self.engine.control_queue),
+            );
+        }
+        if !(100..=600_000).contains(&self.tcp.slow_reader_ms) {
+            return err(
+                "tcp.slow_reader_ms",
+                format!("{} is outside 100..=600000", self.tcp.slow_reader_ms),
             );
         }
         if self.tcp.max_frame < 16 || self.tcp.max_frame > i32::MAX as usize {

@@ -644,7 +644,7 @@ fn shutdown_tells_every_patron(d: Driver) {
 }
 
 fn a_tcp_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
-    let gw = Gw::start(d, "");
+    let gw = Gw::start_with(d, "[tcp]\nslow_reader_ms = 300", "");
     // The stalled patron asks for a tiny receive buffer so the gateway's queue fills soon.
     let stalled = {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();

@@ -701,7 +701,7 @@ fn bad_clients_are_refused_and_others_keep_being_served(d: Driver) {
 }
 
 fn a_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
-    let rt = Rt::start(d, "queue_limit = 1000\n");
+    let rt = Rt::start(d, "queue_limit = 1000\n[tcp]\nslow_reader_ms = 300\n");
     let mut sender = Client::connect(rt.len32, false);
     sender.register("sender", "s", "band", "", 1);
     let mut reader = Client::connect(rt.slip, true);
@@ -761,6 +761,54 @@ fn a_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
     assert!(stalled.closed());
 }
 
+fn a_reader_that_pauses_is_not_cut_off_by_a_flood(d: Driver) {
+    // queue_limit 200: the pause below overflows the queue many times over (thousands of
+    // drops), but a pause is not a stall: nothing closes it within slow_reader_ms (default 5 s).
+    let rt = Rt::start(d, "queue_limit = 200\n");
+    let mut sender = Client::connect(rt.len32, false);
+    sender.register("sender", "s", "band", "", 1);
+    // A small receive buffer, so the kernel does not absorb the flood on the reader's behalf.
+    let mut reader = {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        sock.connect(&rt.slip.into()).unwrap();
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Client {
+            s,
+            slip: true,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    };
+    reader.register("reader", "r", "band", "", 2);
+    sender.nothing(Duration::from_millis(100));
+    reader.nothing(Duration::from_millis(50));
+    let pad = OscType::Blob(vec![0x5a; 200]);
+    for i in 0..40_000 {
+        sender.send(&msg("/flood", vec![OscType::Int(i), pad.clone()]));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Back to reading: the newest frames are there, in order, and the connection is open.
+    let mut last = -1;
+    let mut got = 0;
+    while let Some(p) = reader.next(Duration::from_millis(300)) {
+        if let OscPacket::Message(m) = decode(&p) {
+            if let Some(OscType::Int(i)) = m.args.first() {
+                assert!(*i > last, "reordered: {i} after {last}");
+                last = *i;
+                got += 1;
+            }
+        }
+    }
+    assert!(got > 0 && last == 39_999, "got {got}, last {last}");
+    assert!(rt.counter(C::TcpSlowDropped) > 1000);
+    assert_eq!(rt.counter(C::TcpSlowClosed), 0);
+    let after = msg("/after", vec![]);
+    sender.send(&after);
+    assert_eq!(reader.expect(), after);
+}
+
 macro_rules! both_drivers {
     ($($name:ident),* $(,)?) => {
         mod mio_driver {
@@ -785,4 +833,5 @@ both_drivers!(
     private_messages_pings_and_other_control,
     bad_clients_are_refused_and_others_keep_being_served,
     a_reader_that_stops_reading_is_cut_off_and_others_keep_up,
+    a_reader_that_pauses_is_not_cut_off_by_a_flood,
 );

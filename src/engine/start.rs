@@ -72,14 +72,18 @@ impl Engine {
 
         let m = &cfg.messenger;
         let r = &cfg.router;
+        let slow_reader = Duration::from_millis(cfg.tcp.slow_reader_ms);
         let messenger_door = DoorSettings {
             conn: ConnConfig {
                 framing: m.framing,
                 max_frame: cfg.tcp.max_frame,
                 queue_frames: 4096,
                 queue_bytes: 4 << 20,
-                max_drops: 4096,
+                // Disconnection is time-based (`slow_reader`): a reader that is only
+                // descheduled for a moment is not cut off by a fast sender.
+                max_drops: u32::MAX,
             },
+            slow_reader,
             idle_stranger: Duration::from_secs(m.timeout_s.max(1)),
         };
         let router_door = DoorSettings {
@@ -89,8 +93,9 @@ impl Engine {
                 max_frame: cfg.tcp.max_frame,
                 queue_frames: r.queue_limit.max(1),
                 queue_bytes: 4 << 20,
-                max_drops: u32::try_from(r.queue_limit.max(1)).unwrap_or(u32::MAX),
+                max_drops: u32::MAX,
             },
+            slow_reader,
             idle_stranger: Duration::from_secs(r.register_timeout_s.max(1)),
         };
         let mut routers: Vec<(TcpListener, TcpListener)> = Vec::new();

@@ -24,7 +24,8 @@
 //! the frames dropped since the last write that made progress reach `max_drops`,
 //! [`Conn::enqueue`] returns [`Enqueue::Disconnect`]: the queue is released and the caller
 //! closes the connection. A reader that keeps up, even slowly, resets that count with every
-//! write that moves bytes.
+//! write that moves bytes ([`Conn::drops_since_progress`] tells the caller where it stands;
+//! the engine sets `max_drops` out of reach and closes by time instead, see `tcp_side`).
 //!
 //! Memory per connection is bounded by `queue_bytes` (queued frames; shared with other
 //! connections when they are the same [`Bytes`]) + the decoder's `max_frame` (a frame
@@ -407,6 +408,11 @@ impl<S: Read + Write> Conn<S> {
             self.queue.pop_front();
             self.counters.frames_out += 1;
         }
+    }
+
+    /// Frames dropped since the last write that made progress (0 once a write moves bytes).
+    pub fn drops_since_progress(&self) -> u32 {
+        self.drops_since_progress
     }
 
     /// Whether output is queued (register or keep write interest).

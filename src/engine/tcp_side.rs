@@ -68,6 +68,8 @@ pub enum Door {
 pub struct DoorSettings {
     /// Framing, frame limit and output queue bounds.
     pub conn: ConnConfig,
+    /// A connection dropping frames with no write progress for this long is closed.
+    pub slow_reader: Duration,
     /// A connection that has not joined (patron admitted, router user registered) after this
     /// long is closed.
     pub idle_stranger: Duration,
@@ -102,6 +104,10 @@ struct Live {
     more: bool,
     /// Malformed frames in a row.
     bad_run: u32,
+    /// The close-if-still-stalled limit, and when the sweep first saw it dropping frames
+    /// with no write progress.
+    slow_reader: Duration,
+    stalled_since: Option<Instant>,
 }
 
 struct Slot {
@@ -366,6 +372,8 @@ impl TcpSide {
                 dirty: false,
                 more: false,
                 bad_run: 0,
+                slow_reader: l.settings.slow_reader,
+                stalled_since: None,
             });
             self.live += 1;
             counters.bump(C::TcpAccepted);
@@ -552,8 +560,20 @@ impl TcpSide {
         if now.duration_since(state.tcp.last_sweep) >= Duration::from_millis(500) {
             state.tcp.last_sweep = now;
             let mut idle = Vec::new();
-            for (i, s) in state.tcp.slots.iter().enumerate() {
-                if let Some(l) = &s.live {
+            let mut stalled = Vec::new();
+            for (i, s) in state.tcp.slots.iter_mut().enumerate() {
+                if let Some(l) = &mut s.live {
+                    // Slow-reader policy, the time part: dropping frames and not one write
+                    // getting through for `slow_reader`.
+                    if l.conn.drops_since_progress() == 0 {
+                        l.stalled_since = None;
+                    } else {
+                        let since = *l.stalled_since.get_or_insert(now);
+                        if now.duration_since(since) >= l.slow_reader {
+                            stalled.push(i as u32);
+                            continue;
+                        }
+                    }
                     let id = ConnId {
                         worker: state.id,
                         slot: i as u32,
@@ -570,6 +590,11 @@ impl TcpSide {
             }
             for slot in idle {
                 let counters = &state.shared.workers[usize::from(state.id)].counters;
+                state.tcp.close(slot, counters, &state.shared.control);
+            }
+            for slot in stalled {
+                let counters = &state.shared.workers[usize::from(state.id)].counters;
+                counters.bump(C::TcpSlowClosed);
                 state.tcp.close(slot, counters, &state.shared.control);
             }
             // Held packets of closed connections whose register was never answered.
