@@ -13,6 +13,7 @@
 //! (random bytes in, uid out).
 
 pub mod messenger;
+pub mod oschat;
 pub mod patron;
 pub mod router;
 
