@@ -661,6 +661,61 @@ SCENARIOS = [
 ]
 
 
+def run_per_driver(scenarios, drivers, only, oscgate, budget_s, hard_stop_s, cleanup):
+    """Runs every (scenario, driver) pair of `scenarios` (id, title, fn(driver)) that `only`
+    selects (ids like `m1` or `m1/uring`; None = all), within `budget_s`, with a SIGALRM hard
+    stop; prints one PASS/FAIL/SKIP line each and `N passed, M failed`; calls `cleanup` after
+    each. A Skip is a failure when OSCGATE_REQUIRE_ROOT_TESTS=1. Returns the exit status."""
+    if not (os.path.isfile(oscgate) and os.access(oscgate, os.X_OK)):
+        print(f"FAIL setup: no executable oscgate at {oscgate}")
+        print("0 passed, 1 failed")
+        return 1
+
+    def on_alarm(_signum, _frame):
+        raise TimeoutError(f"hard stop after {hard_stop_s} s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(hard_stop_s)
+
+    start = time.monotonic()
+    passed = failed = 0
+    try:
+        for sid, title, fn in scenarios:
+            for driver in drivers:
+                if only and sid not in only and f"{sid}/{driver}" not in only:
+                    continue
+                label = f"{sid}/{driver}: {title}"
+                t0 = time.monotonic()
+                if t0 - start > budget_s:
+                    print(f"FAIL {label} (not run: {budget_s:.0f} s budget used up)", flush=True)
+                    failed += 1
+                    continue
+                try:
+                    fn(driver)
+                except Skip as e:
+                    if os.environ.get("OSCGATE_REQUIRE_ROOT_TESTS") == "1":
+                        failed += 1
+                        print(f"FAIL {label} (skipped, but OSCGATE_REQUIRE_ROOT_TESTS=1: {e})", flush=True)
+                    else:
+                        print(f"SKIP {label} ({e})", flush=True)
+                except Fail as e:
+                    failed += 1
+                    print(f"FAIL {label}\n{e}", flush=True)
+                except Exception:
+                    failed += 1
+                    print(f"FAIL {label}\n{traceback.format_exc()}", flush=True)
+                else:
+                    passed += 1
+                    print(f"PASS {label} ({time.monotonic() - t0:.1f} s)", flush=True)
+                finally:
+                    cleanup()
+    finally:
+        signal.alarm(0)
+        cleanup()
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
+
+
 def main():
     global OSCGATE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

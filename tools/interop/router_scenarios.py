@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -680,54 +679,7 @@ def main():
 
 
 def run_all(only):
-    if not (os.path.isfile(OSCGATE) and os.access(OSCGATE, os.X_OK)):
-        print(f"FAIL setup: no executable oscgate at {OSCGATE}")
-        print("0 passed, 1 failed")
-        return 1
-
-    def on_alarm(_signum, _frame):
-        raise TimeoutError(f"hard stop after {HARD_STOP_S} s")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(HARD_STOP_S)
-
-    start = time.monotonic()
-    passed = failed = 0
-    try:
-        for sid, title, fn in SCENARIOS:
-            for driver in DRIVERS:
-                if only and sid not in only and f"{sid}/{driver}" not in only:
-                    continue
-                label = f"{sid}/{driver}: {title}"
-                t0 = time.monotonic()
-                if t0 - start > BUDGET_S:
-                    print(f"FAIL {label} (not run: {BUDGET_S:.0f} s budget used up)", flush=True)
-                    failed += 1
-                    continue
-                try:
-                    fn(driver)
-                except Skip as e:
-                    if os.environ.get("OSCGATE_REQUIRE_ROOT_TESTS") == "1":
-                        failed += 1
-                        print(f"FAIL {label} (skipped, but OSCGATE_REQUIRE_ROOT_TESTS=1: {e})", flush=True)
-                    else:
-                        print(f"SKIP {label} ({e})", flush=True)
-                except Fail as e:
-                    failed += 1
-                    print(f"FAIL {label}\n{e}", flush=True)
-                except Exception:
-                    failed += 1
-                    print(f"FAIL {label}\n{traceback.format_exc()}", flush=True)
-                else:
-                    passed += 1
-                    print(f"PASS {label} ({time.monotonic() - t0:.1f} s)", flush=True)
-                finally:
-                    cleanup()
-    finally:
-        signal.alarm(0)
-        cleanup()
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
+    return cli.run_per_driver(SCENARIOS, DRIVERS, only, OSCGATE, BUDGET_S, HARD_STOP_S, cleanup)
 
 
 if __name__ == "__main__":
