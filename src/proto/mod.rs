@@ -15,6 +15,7 @@
 pub mod messenger;
 pub mod oschat;
 pub mod patron;
+pub mod presence;
 pub mod router;
 
 use crate::wire::{write_message, Arg, Message};
