@@ -1,0 +1,476 @@
+//! The OSChat mesh as a sans-IO state machine ([`Mesh`]): announces with TTLs, and the
+//! election of one gateway per (segment, remote network), with heartbeats, missed-heartbeat
+//! detection, elect and resign, and the random wait before a winner starts routing.
+//!
+//! What it does: takes mesh messages heard on each of this node's interfaces
+//! ([`Mesh::handle`]) and the passing of time ([`Mesh::handle_timeout`]); emits the mesh
+//! messages to broadcast on each interface ([`Mesh::poll_send`]) and answers "may I forward
+//! what I hear on interface `from` to interface `to`?" ([`Mesh::forwards`]) and "must I hold
+//! it for now?" ([`Mesh::holding`]).
+//!
+//! What it does not do: sockets, clocks, the duplicate filter, buffering the held messages
+//! (the engine does, and flushes when [`Mesh::forwards`] turns true), or the standby's
+//! catch-up flush.
+//!
+//! # Decisions (the specs README fixes the first three)
+//! - The gateway on segment `s` to network `n` is, among the nodes that announced `n` on `s`
+//!   (this node included if it reaches `n`), the one with the fewest hops; ties go to the
+//!   lowest node GUID (string order).
+//! - A heartbeat is missed after `miss_after` (1.5 s); `misses` (2) missed heartbeats start an
+//!   election, and the silent gateway's announces for that network on that segment are dropped
+//!   first (else it would win again until its announce expires).
+//! - A node that finds itself the winner waits a random 50-250 ms before heartbeating and
+//!   routing, and steps back if it hears another heartbeat for that network meanwhile; the
+//!   engine holds messages for that network during the wait ([`Mesh::holding`]) and sends them
+//!   when it starts routing.
+//! - No pre-emption: a node that starts (or restarts) listens for `misses * miss_after` before
+//!   electing, and a running gateway keeps its role until it falls silent, resigns, or loses
+//!   an election someone forced with `elect`; a returning node does not take over, so a
+//!   restart causes no flapping and no duplicates.
+//! - A node with one interface takes part in elections (it may be asked) but never wins one:
+//!   it reaches no other network.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+
+use super::SplitMix64;
+
+/// One interface of this node: the network (CIDR text) its segment is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    pub network: String,
+}
+
+/// Timers and limits.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// This node's GUID.
+    pub node: String,
+    pub interfaces: Vec<Iface>,
+    pub announce_every: Duration,
+    pub announce_ttl: Duration,
+    pub heartbeat: Duration,
+    pub miss_after: Duration,
+    pub misses: u32,
+    pub max_hops: i64,
+    pub wait_min: Duration,
+    pub wait_max: Duration,
+}
+
+impl MeshConfig {
+    /// The specs README's figures for `node` with these interfaces.
+    pub fn new(node: &str, interfaces: Vec<Iface>) -> MeshConfig {
+        MeshConfig {
+            node: node.to_owned(),
+            interfaces,
+            announce_every: Duration::from_secs(150),
+            announce_ttl: Duration::from_secs(300),
+            heartbeat: Duration::from_secs(1),
+            miss_after: Duration::from_millis(1500),
+            misses: 2,
+            max_hops: 8,
+            wait_min: Duration::from_millis(50),
+            wait_max: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A mesh message to broadcast on interface `iface`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    pub iface: usize,
+    pub msg: MeshMsg,
+}
+
+/// The mesh messages, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshMsg {
+    /// `hops: None` is a withdraw.
+    Announce {
+        node: String,
+        network: String,
+        hops: Option<i64>,
+    },
+    Heartbeat {
+        node: String,
+        network: String,
+    },
+    Elect {
+        node: String,
+        network: String,
+    },
+    Resign {
+        node: String,
+        network: String,
+    },
+}
+
+/// This node's role on one (segment, remote network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Someone else is (or nobody yet is) the gateway.
+    Standby,
+    /// Won; starts routing at this time unless another heartbeat is heard first.
+    Waiting(Duration),
+    /// The gateway: heartbeats and routes.
+    Active,
+}
+
+#[derive(Debug, Clone)]
+struct Lane {
+    role: Role,
+    /// The node last heard heartbeating, and when.
+    gateway: Option<String>,
+    last_heartbeat: Duration,
+    next_heartbeat: Duration,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Mesh {
+    cfg: MeshConfig,
+    rng: SplitMix64,
+    /// (interface, network) -> node -> (hops, expires).
+    heard: BTreeMap<(usize, String), BTreeMap<String, (i64, Duration)>>,
+    /// (interface, remote network) -> this node's role there.
+    lanes: BTreeMap<(usize, String), Lane>,
+    next_announce: Duration,
+    out: VecDeque<Send>,
+    started: Duration,
+}
+
+impl Mesh {
+    /// A mesh node starting at `now`: announces at once on every interface (when it has
+    /// several) and listens before electing.
+    pub fn new(cfg: MeshConfig, seed: u64, now: Duration) -> Mesh {
+        let mut m = Mesh {
+            cfg,
+            rng: SplitMix64::new(seed),
+            heard: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+            next_announce: now,
+            out: VecDeque::new(),
+            started: now,
+        };
+        for (i, _) in m.cfg.interfaces.iter().enumerate() {
+            for (j, other) in m.cfg.interfaces.iter().enumerate() {
+                if i != j && other.network != m.cfg.interfaces[i].network {
+                    m.lanes.insert(
+                        (i, other.network.clone()),
+                        Lane {
+                            role: Role::Standby,
+                            gateway: None,
+                            last_heartbeat: now,
+                            next_heartbeat: now,
+                        },
+                    );
+                }
+            }
+        }
+        m.handle_timeout(now);
+        m
+    }
+
+    fn silence_limit(&self) -> Duration {
+        self.cfg.miss_after * self.cfg.misses
+    }
+
+    /// Hops from this node to `network` through an interface other than `not_via`, if any:
+    /// 1 when attached, else 1 + the fewest hops heard.
+    fn reach(&self, network: &str, not_via: usize) -> Option<i64> {
+        let direct = self
+            .cfg
+            .interfaces
+            .iter()
+            .enumerate()
+            .any(|(i, f)| i != not_via && f.network == network);
+        if direct {
+            return Some(1);
+        }
+        self.heard
+            .iter()
+            .filter(|((i, n), _)| *i != not_via && n == network)
+            .flat_map(|(_, nodes)| nodes.values().map(|(h, _)| h + 1))
+            .min()
+    }
+
+    /// The winner on segment `iface` for `network`: (hops, node).
+    fn winner(&self, iface: usize, network: &str) -> Option<(i64, String)> {
+        let mut best: Option<(i64, String)> = self
+            .reach(network, iface)
+            .map(|h| (h, self.cfg.node.clone()));
+        if let Some(nodes) = self.heard.get(&(iface, network.to_owned())) {
+            for (node, (hops, _)) in nodes {
+                let c = (*hops, node.clone());
+                if best.as_ref().is_none_or(|b| c < *b) {
+                    best = Some(c);
+                }
+            }
+        }
+        best
+    }
+
+    /// Runs the election on (iface, network) with what is known now.
+    fn elect(&mut self, now: Duration, iface: usize, network: &str) {
+        let win = self.winner(iface, network);
+        let me = self.cfg.node.clone();
+        let wait = self.random_wait();
+        let Some(lane) = self.lanes.get_mut(&(iface, network.to_owned())) else {
+            return;
+        };
+        match win {
+            Some((_, node)) if node == me => {
+                if lane.role == Role::Standby {
+                    lane.role = Role::Waiting(now + wait);
+                }
+            }
+            _ => lane.role = Role::Standby,
+        }
+    }
+
+    fn random_wait(&mut self) -> Duration {
+        let span = self
+            .cfg
+            .wait_max
+            .saturating_sub(self.cfg.wait_min)
+            .as_millis() as u64;
+        let r = if span == 0 {
+            0
+        } else {
+            self.rng.next_u64() % (span + 1)
+        };
+        self.cfg.wait_min + Duration::from_millis(r)
+    }
+
+    /// A mesh message heard on interface `iface` at `now`.
+    pub fn handle(&mut self, now: Duration, iface: usize, msg: &MeshMsg) {
+        match msg {
+            MeshMsg::Announce { node, .. }
+            | MeshMsg::Heartbeat { node, .. }
+            | MeshMsg::Elect { node, .. }
+            | MeshMsg::Resign { node, .. }
+                if *node == self.cfg.node =>
+            {
+                // Our own, heard back.
+            }
+            MeshMsg::Announce {
+                node,
+                network,
+                hops: Some(hops),
+            } => {
+                if self
+                    .cfg
+                    .interfaces
+                    .get(iface)
+                    .is_some_and(|f| &f.network == network)
+                {
+                    return; // An announce of the segment itself says nothing.
+                }
+                let before = self.reach(network, usize::MAX);
+                self.heard
+                    .entry((iface, network.clone()))
+                    .or_default()
+                    .insert(node.clone(), (*hops, now + self.cfg.announce_ttl));
+                let after = self.reach(network, usize::MAX);
+                // A network newly reachable, or reachable in fewer hops: tell the other
+                // segments (hops + 1), within max_hops.
+                if after != before && *hops < self.cfg.max_hops {
+                    self.announce_except(iface, network, hops + 1);
+                }
+            }
+            MeshMsg::Announce {
+                node,
+                network,
+                hops: None,
+            } => {
+                self.drop_routes(iface, network, node);
+                self.elect(now, iface, network);
+            }
+            MeshMsg::Heartbeat { node, network } => {
+                let me = self.cfg.node.clone();
+                let win = self.winner(iface, network);
+                if let Some(lane) = self.lanes.get_mut(&(iface, network.clone())) {
+                    lane.gateway = Some(node.clone());
+                    lane.last_heartbeat = now;
+                    match lane.role {
+                        // Someone else started first: step back.
+                        Role::Waiting(_) => lane.role = Role::Standby,
+                        // Two gateways: the one the criterion prefers stays.
+                        Role::Active => {
+                            if win.as_ref().is_none_or(|(_, w)| *w != me) {
+                                lane.role = Role::Standby;
+                            }
+                        }
+                        Role::Standby => {}
+                    }
+                }
+            }
+            MeshMsg::Elect { network, .. } => self.elect(now, iface, network),
+            MeshMsg::Resign { node, network } => {
+                self.drop_routes(iface, network, node);
+                if let Some(lane) = self.lanes.get_mut(&(iface, network.clone())) {
+                    if lane.gateway.as_deref() == Some(node.as_str()) {
+                        lane.gateway = None;
+                    }
+                }
+                self.elect(now, iface, network);
+            }
+        }
+    }
+
+    fn drop_routes(&mut self, iface: usize, network: &str, node: &str) {
+        if let Some(nodes) = self.heard.get_mut(&(iface, network.to_owned())) {
+            nodes.remove(node);
+        }
+    }
+
+    fn announce_except(&mut self, except: usize, network: &str, hops: i64) {
+        for i in 0..self.cfg.interfaces.len() {
+            if i != except && self.cfg.interfaces[i].network != network {
+                self.out.push_back(Send {
+                    iface: i,
+                    msg: MeshMsg::Announce {
+                        node: self.cfg.node.clone(),
+                        network: network.to_owned(),
+                        hops: Some(hops),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Announces, expiries, heartbeats, missed heartbeats and the end of a wait.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if now >= self.next_announce {
+            self.next_announce = now + self.cfg.announce_every;
+            if self.cfg.interfaces.len() > 1 {
+                for i in 0..self.cfg.interfaces.len() {
+                    for j in 0..self.cfg.interfaces.len() {
+                        let network = self.cfg.interfaces[j].network.clone();
+                        if i != j && self.cfg.interfaces[i].network != network {
+                            self.out.push_back(Send {
+                                iface: i,
+                                msg: MeshMsg::Announce {
+                                    node: self.cfg.node.clone(),
+                                    network,
+                                    hops: Some(1),
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for nodes in self.heard.values_mut() {
+            nodes.retain(|_, (_, expires)| *expires > now);
+        }
+        let silence = self.silence_limit();
+        let keys: Vec<(usize, String)> = self.lanes.keys().cloned().collect();
+        for (iface, network) in keys {
+            let Some(lane) = self.lanes.get(&(iface, network.clone())) else {
+                continue;
+            };
+            match lane.role {
+                Role::Waiting(at) if now >= at => {
+                    let lane = self.lanes.get_mut(&(iface, network.clone())).expect("lane");
+                    lane.role = Role::Active;
+                    lane.next_heartbeat = now;
+                }
+                Role::Standby
+                    if now.saturating_sub(lane.last_heartbeat) >= silence
+                        && now.saturating_sub(self.started) >= silence =>
+                {
+                    // The gateway (if any) fell silent: forget it there, and elect.
+                    if let Some(g) = lane.gateway.clone() {
+                        self.drop_routes(iface, &network, &g);
+                    }
+                    let lane = self.lanes.get_mut(&(iface, network.clone())).expect("lane");
+                    lane.gateway = None;
+                    lane.last_heartbeat = now;
+                    self.out.push_back(Send {
+                        iface,
+                        msg: MeshMsg::Elect {
+                            node: self.cfg.node.clone(),
+                            network: network.clone(),
+                        },
+                    });
+                    self.elect(now, iface, &network);
+                }
+                _ => {}
+            }
+            let lane = self.lanes.get_mut(&(iface, network.clone())).expect("lane");
+            if lane.role == Role::Active && now >= lane.next_heartbeat {
+                lane.next_heartbeat = now + self.cfg.heartbeat;
+                lane.last_heartbeat = now;
+                self.out.push_back(Send {
+                    iface,
+                    msg: MeshMsg::Heartbeat {
+                        node: self.cfg.node.clone(),
+                        network,
+                    },
+                });
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let silence = self.silence_limit();
+        let lanes = self.lanes.values().map(|l| match l.role {
+            Role::Waiting(at) => at,
+            Role::Active => l.next_heartbeat,
+            Role::Standby => (l.last_heartbeat + silence).max(self.started + silence),
+        });
+        let expiries = self
+            .heard
+            .values()
+            .flat_map(|n| n.values().map(|(_, e)| *e));
+        lanes.chain(expiries).chain([self.next_announce]).min()
+    }
+
+    /// The next mesh message to broadcast.
+    pub fn poll_send(&mut self) -> Option<Send> {
+        self.out.pop_front()
+    }
+
+    /// This node's role on segment `iface` for `network`.
+    pub fn role(&self, iface: usize, network: &str) -> Option<Role> {
+        self.lanes.get(&(iface, network.to_owned())).map(|l| l.role)
+    }
+
+    /// Whether traffic heard on interface `from` goes out on interface `to`: this node must
+    /// be the active gateway on `from`'s segment for `to`'s network.
+    pub fn forwards(&self, from: usize, to: usize) -> bool {
+        let Some(net) = self.cfg.interfaces.get(to).map(|f| f.network.clone()) else {
+            return false;
+        };
+        from != to && self.role(from, &net) == Some(Role::Active)
+    }
+
+    /// Whether traffic from `from` for `to` must be held: this node won and is waiting.
+    pub fn holding(&self, from: usize, to: usize) -> bool {
+        let Some(net) = self.cfg.interfaces.get(to).map(|f| f.network.clone()) else {
+            return false;
+        };
+        matches!(self.role(from, &net), Some(Role::Waiting(_)))
+    }
+
+    /// Resigns every active role (shutting down): a resign on each segment.
+    pub fn resign_all(&mut self) {
+        for ((iface, network), lane) in &mut self.lanes {
+            if lane.role != Role::Standby {
+                lane.role = Role::Standby;
+                self.out.push_back(Send {
+                    iface: *iface,
+                    msg: MeshMsg::Resign {
+                        node: self.cfg.node.clone(),
+                        network: network.clone(),
+                    },
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
