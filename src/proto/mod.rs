@@ -12,6 +12,7 @@
 //! [`messenger::default_allow_list`] (interface list in, CIDRs out) and [`uuid_from_bytes`]
 //! (random bytes in, uid out).
 
+pub mod catchup;
 pub mod mesh;
 pub mod messenger;
 pub mod oschat;
