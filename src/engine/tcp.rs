@@ -262,9 +262,12 @@ impl<S: Read + Write> Conn<S> {
             let want = scratch.len().min(budget - read);
             let n = match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => {
-                    let reason = match self.decoder.buffered() {
-                        0 => CloseReason::Eof,
-                        buffered => CloseReason::EofMidFrame { buffered },
+                    let reason = if self.decoder.mid_frame() {
+                        CloseReason::EofMidFrame {
+                            buffered: self.decoder.buffered(),
+                        }
+                    } else {
+                        CloseReason::Eof
                     };
                     return self.close_read(reason);
                 }
@@ -825,6 +828,17 @@ mod tests {
         assert!(buffered > 0);
         assert!(!reason.is_fatal_framing());
         assert!(reason.to_string().contains("middle of a frame"));
+
+        // A bare length prefix, then EOF: also mid-frame (no payload byte buffered yet).
+        let mut mock = Mock::with_data(&data[..4], 4);
+        mock.reads.push_back(Step::Eof);
+        let mut conn = Conn::new(mock, &cfg(Framing::Len32));
+        let (frames, _, outcome) = read_all(&mut conn, 64, usize::MAX);
+        assert!(frames.is_empty());
+        assert_eq!(
+            outcome,
+            ReadOutcome::Closed(CloseReason::EofMidFrame { buffered: 0 })
+        );
     }
 
     #[test]

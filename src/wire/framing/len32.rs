@@ -123,6 +123,10 @@ impl Len32Decoder {
         self.header_len + self.buf.len()
     }
 
+    pub(super) fn mid_frame(&self) -> bool {
+        self.header_len > 0 || self.want > 0
+    }
+
     pub(super) fn position(&self) -> u64 {
         self.offset
     }

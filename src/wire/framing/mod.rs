@@ -415,6 +415,16 @@ impl Decoder {
         }
     }
 
+    /// Whether the stream stopped inside a frame: some of a frame (even just its whole
+    /// length prefix, when [`buffered`](Self::buffered) is 0) has arrived and not all of it.
+    pub fn mid_frame(&self) -> bool {
+        match &self.inner {
+            Inner::Undecided => false,
+            Inner::Len32(d) => d.mid_frame(),
+            Inner::Slip(d) => d.buffered() > 0,
+        }
+    }
+
     /// The maximum frame size given to [`Decoder::new`].
     pub fn max_frame(&self) -> usize {
         self.max_frame
