@@ -15,17 +15,10 @@ use oscgate::engine::Engine;
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
 use socket2::{Domain, Protocol, Socket, Type};
 
-const GW_PREFIX: &str = "/messenger/gateway";
+mod common;
+use common::{uring_available, Frames};
 
-fn uring_available() -> bool {
-    match oscgate::engine::uring::probe() {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped under io_uring: {e}");
-            false
-        }
-    }
-}
+const GW_PREFIX: &str = "/messenger/gateway";
 
 /// A group no other test uses: 239.255.77.N on a port from the pid, below the ephemeral
 /// range (an unbound sender is given a wildcard ephemeral port, which a later bind to the
@@ -431,8 +424,7 @@ fn leave_removes_at_once(d: Driver) {
 /// A TCP patron with len32 or SLIP framing.
 struct Tcp {
     s: TcpStream,
-    slip: bool,
-    buf: Vec<u8>,
+    frames: Frames,
 }
 
 impl Tcp {
@@ -442,14 +434,13 @@ impl Tcp {
             .unwrap();
         Tcp {
             s,
-            slip,
-            buf: Vec::new(),
+            frames: Frames::new(slip),
         }
     }
 
     fn send(&mut self, p: &[u8]) {
         let mut f = Vec::new();
-        if self.slip {
+        if self.frames.slip {
             oscgate::wire::framing::encode_slip(p, &mut f);
         } else {
             oscgate::wire::framing::encode_len32(p, &mut f).unwrap();
@@ -460,7 +451,7 @@ impl Tcp {
     fn next(&mut self, uid: &str, wait: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(p) = self.take_frame() {
+            if let Some(p) = self.frames.take() {
                 if address_of(&p) == "/messenger/gateway/who/active" {
                     let r = msg(
                         "/messenger/gateway/me/patron",
@@ -477,53 +468,10 @@ impl Tcp {
             let mut chunk = [0u8; 4096];
             match self.s.read(&mut chunk) {
                 Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.frames.push(&chunk[..n]),
                 Err(_) => {}
             }
         }
-    }
-
-    fn take_frame(&mut self) -> Option<Vec<u8>> {
-        if self.slip {
-            loop {
-                let end = self.buf.iter().position(|&b| b == 0xC0)?;
-                let raw: Vec<u8> = self.buf.drain(..=end).collect();
-                let raw = &raw[..raw.len() - 1];
-                if raw.is_empty() {
-                    continue;
-                }
-                let mut out = Vec::new();
-                let mut esc = false;
-                for &b in raw {
-                    match (esc, b) {
-                        (false, 0xDB) => esc = true,
-                        (true, 0xDC) => {
-                            out.push(0xC0);
-                            esc = false;
-                        }
-                        (true, 0xDD) => {
-                            out.push(0xDB);
-                            esc = false;
-                        }
-                        (_, b) => {
-                            out.push(b);
-                            esc = false;
-                        }
-                    }
-                }
-                return Some(out);
-            }
-        }
-        if self.buf.len() < 4 {
-            return None;
-        }
-        let n = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
-        if self.buf.len() < 4 + n {
-            return None;
-        }
-        let p = self.buf[4..4 + n].to_vec();
-        self.buf.drain(..4 + n);
-        Some(p)
     }
 
     fn join(&mut self, uid: &str) -> String {
@@ -655,8 +603,7 @@ fn a_tcp_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
             .unwrap();
         Tcp {
             s,
-            buf: Vec::new(),
-            slip: false,
+            frames: Frames::new(false),
         }
     };
     let mut stalled = stalled;

@@ -15,15 +15,8 @@ use oscgate::engine::Engine;
 use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
 use socket2::{Domain, Protocol, Socket, Type};
 
-fn uring_available() -> bool {
-    match oscgate::engine::uring::probe() {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped under io_uring: {e}");
-            false
-        }
-    }
-}
+mod common;
+use common::{uring_available, Frames};
 
 struct Rt {
     engine: Engine,
@@ -77,10 +70,7 @@ fn addr_of(p: &[u8]) -> String {
 /// A client connection, in one framing.
 struct Client {
     s: TcpStream,
-    slip: bool,
-    buf: Vec<u8>,
-    /// Bytes of `buf` already taken.
-    pos: usize,
+    frames: Frames,
 }
 
 impl Client {
@@ -90,15 +80,13 @@ impl Client {
         s.set_nodelay(true).unwrap();
         Client {
             s,
-            slip,
-            buf: Vec::new(),
-            pos: 0,
+            frames: Frames::new(slip),
         }
     }
 
     fn frame(&self, p: &[u8]) -> Vec<u8> {
         let mut f = Vec::new();
-        if self.slip {
+        if self.frames.slip {
             oscgate::wire::framing::encode_slip(p, &mut f);
         } else {
             oscgate::wire::framing::encode_len32(p, &mut f).unwrap();
@@ -111,61 +99,11 @@ impl Client {
         self.s.write_all(&f).unwrap();
     }
 
-    fn take(&mut self) -> Option<Vec<u8>> {
-        // Consumed bytes are cut off the front only once they are most of the buffer, so a
-        // big read costs linear time however many frames it holds.
-        if self.pos > 4096 && self.pos * 2 > self.buf.len() {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        if self.slip {
-            loop {
-                let end = self.pos + self.buf[self.pos..].iter().position(|&b| b == 0xC0)?;
-                let raw = &self.buf[self.pos..end];
-                self.pos = end + 1;
-                if raw.is_empty() {
-                    continue;
-                }
-                let mut out = Vec::with_capacity(raw.len());
-                let mut esc = false;
-                for &b in raw {
-                    match (esc, b) {
-                        (false, 0xDB) => esc = true,
-                        (true, 0xDC) => {
-                            out.push(0xC0);
-                            esc = false;
-                        }
-                        (true, 0xDD) => {
-                            out.push(0xDB);
-                            esc = false;
-                        }
-                        (_, b) => {
-                            out.push(b);
-                            esc = false;
-                        }
-                    }
-                }
-                return Some(out);
-            }
-        }
-        let rest = &self.buf[self.pos..];
-        if rest.len() < 4 {
-            return None;
-        }
-        let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-        if rest.len() < 4 + n {
-            return None;
-        }
-        let p = rest[4..4 + n].to_vec();
-        self.pos += 4 + n;
-        Some(p)
-    }
-
     /// The next packet within `wait`, `None` on timeout or EOF.
     fn next(&mut self, wait: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(p) = self.take() {
+            if let Some(p) = self.frames.take() {
                 return Some(p);
             }
             if Instant::now() >= deadline {
@@ -174,7 +112,7 @@ impl Client {
             let mut chunk = [0u8; 65536];
             match self.s.read(&mut chunk) {
                 Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.frames.push(&chunk[..n]),
                 Err(_) => {}
             }
         }
@@ -714,9 +652,7 @@ fn a_reader_that_stops_reading_is_cut_off_and_others_keep_up(d: Driver) {
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         Client {
             s,
-            slip: false,
-            buf: Vec::new(),
-            pos: 0,
+            frames: Frames::new(false),
         }
     };
     let mut stalled = stalled;
@@ -776,9 +712,7 @@ fn a_reader_that_pauses_is_not_cut_off_by_a_flood(d: Driver) {
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         Client {
             s,
-            slip: true,
-            buf: Vec::new(),
-            pos: 0,
+            frames: Frames::new(true),
         }
     };
     reader.register("reader", "r", "band", "", 2);

@@ -16,18 +16,11 @@ use oscgate::engine::Engine;
 use rosc::{OscMessage, OscPacket, OscType};
 use socket2::{Domain, Protocol, Socket, Type};
 
+mod common;
+use common::uring_available;
+
 const BIN: &str = env!("CARGO_BIN_EXE_oscgate");
 const WAIT: Duration = Duration::from_secs(5);
-
-fn uring_available() -> bool {
-    match oscgate::engine::uring::probe() {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped under io_uring: {e}");
-            false
-        }
-    }
-}
 
 /// A group and port no other test uses, below the ephemeral range (32768-).
 fn fresh_group() -> SocketAddrV4 {

@@ -40,13 +40,24 @@ const SCRATCH: usize = 64 * 1024;
 const MAX_BAD_RUN: u32 = 64;
 
 /// Packets a router connection sent while its register was being answered.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Held {
-    pub(crate) ip: Option<std::net::IpAddr>,
+    pub(crate) ip: std::net::IpAddr,
     pub(crate) packets: Vec<Bytes>,
     pub(crate) bytes: usize,
     /// The connection is gone (since then); the packets wait for the register's answer.
     pub(crate) closed_at: Option<Instant>,
+}
+
+impl Held {
+    pub(crate) fn new(ip: std::net::IpAddr) -> Held {
+        Held {
+            ip,
+            packets: Vec::new(),
+            bytes: 0,
+            closed_at: None,
+        }
+    }
 }
 
 /// Most bytes held for one connection waiting for its register answer, and for all of a

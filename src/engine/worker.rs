@@ -21,7 +21,7 @@ use super::bus::{ControlMsg, Dest, Endpoint, Shared, Snapshot, WorkerMsg, GROUP}
 use super::counters::{Counters, C};
 use super::driver::{Driver, Handler, Out, Rx, SockIdx, FIRST_WORKER_TOKEN};
 use super::tcp_side::{Door, DoorSettings, TcpSide};
-use crate::route::DropReason;
+use crate::route::{DropReason, Protocol};
 use crate::wire::address::{has_prefix, peek, Peek};
 use crate::wire::Packet;
 
@@ -229,9 +229,10 @@ impl State {
     /// Routes one packet from tcposcrouter connection `c`: before it is registered, to the
     /// control thread; then `/oscrouter/private` to its target, other `/oscrouter/...` to the
     /// control thread, and everything else to every connection of every other user of its
-    /// group, in order. A bundle carrying `/oscrouter/...` at any depth is dropped (counted):
-    /// forwarding it would leak a private message or a register to the whole group.
-    /// Returns false if the packet was malformed.
+    /// group, in order. `/oscrouter/...` messages inside a bundle are acted on as if sent
+    /// alone and the rest of the bundle goes on as a bundle: forwarding it whole would show a
+    /// private message or a register to the whole group. Returns false if the packet was
+    /// malformed (counted as `bad_packet`).
     pub(crate) fn route_router(
         &mut self,
         c: super::bus::ConnId,
@@ -241,10 +242,9 @@ impl State {
         let Some(snap) = self.snap.take() else {
             return true;
         };
-        let bad_before = self.counters().get(C::BadPacket);
-        self.route_router_with(&snap, c, ip, payload);
+        let good = self.route_router_with(&snap, c, ip, payload);
         self.snap = Some(snap);
-        self.counters().get(C::BadPacket) == bad_before
+        good
     }
 
     fn route_router_with(
@@ -253,7 +253,7 @@ impl State {
         c: super::bus::ConnId,
         ip: IpAddr,
         payload: &[u8],
-    ) {
+    ) -> bool {
         use crate::proto::router::{PREFIX, PRIVATE, REGISTER};
         let Some(&(g, u)) = snap.router.conns.get(&c) else {
             // Not registered (yet): the first packet goes to the control thread; what follows
@@ -261,75 +261,44 @@ impl State {
             // messages behind the register loses nothing and keeps its order.
             if self.tcp.router_held.contains_key(&c) {
                 self.hold(c, payload);
-                return;
+                return true;
             }
-            self.tcp.router_held.insert(
-                c,
-                super::tcp_side::Held {
-                    ip: Some(ip),
-                    ..Default::default()
-                },
-            );
-            let first = crate::proto::router::first_message(payload);
+            self.tcp
+                .router_held
+                .insert(c, super::tcp_side::Held::new(ip));
             let in_bundle = matches!(peek(payload), Ok(Peek::Bundle));
-            match first {
-                Some(r) if in_bundle && payload[r.clone()].starts_with(REGISTER) => {
-                    // A bundle that starts with the register (liblo's `oscsendfile` sends
-                    // nothing else): the register alone to the control thread, the rest held.
-                    let reg = &payload[r];
-                    if peek(reg).is_ok_and(
-                        |p| matches!(p, Peek::Message { address, .. } if address == REGISTER),
-                    ) {
-                        self.pass_to_control(
-                            crate::route::Protocol::Router,
-                            Endpoint::Tcp(c),
-                            ip,
-                            reg,
-                        );
-                        let (mut rest, mut ctl) = self.take_split();
-                        if let Some(kept) =
-                            crate::proto::router::split_bundle(payload, &mut rest, &mut ctl)
-                        {
-                            if kept {
-                                self.hold(c, &rest);
-                            }
-                            for r in ctl.iter().skip(1) {
-                                self.hold(c, &payload[r.clone()]);
-                            }
-                        }
-                        self.put_split(rest, ctl);
-                    } else {
-                        self.pass_to_control(
-                            crate::route::Protocol::Router,
-                            Endpoint::Tcp(c),
-                            ip,
-                            payload,
-                        );
-                    }
+            let first = crate::proto::router::first_message(payload)
+                .filter(|r| in_bundle && is_message(&payload[r.clone()], REGISTER));
+            let Some(r) = first else {
+                // A plain message (the control thread judges it), or a bundle that does not
+                // start with a register (refused there).
+                self.pass_to_control(Protocol::Router, Endpoint::Tcp(c), ip, payload);
+                return true;
+            };
+            // A bundle that starts with the register (liblo's `oscsendfile` sends nothing
+            // else): the register alone to the control thread, the rest held.
+            self.pass_to_control(Protocol::Router, Endpoint::Tcp(c), ip, &payload[r]);
+            let (mut rest, mut ctl) = self.take_split();
+            if let Some(kept) = crate::proto::router::split_bundle(payload, &mut rest, &mut ctl) {
+                if kept {
+                    self.hold(c, &rest);
                 }
-                _ => self.pass_to_control(
-                    crate::route::Protocol::Router,
-                    Endpoint::Tcp(c),
-                    ip,
-                    payload,
-                ),
+                for r in ctl.iter().skip(1) {
+                    self.hold(c, &payload[r.clone()]);
+                }
             }
-            return;
+            self.put_split(rest, ctl);
+            return true;
         };
         let Some(group) = snap.router.groups.get(g as usize) else {
-            return;
+            return true;
         };
         match peek(payload) {
             Ok(Peek::Message { address, .. }) if address == PRIVATE => {
-                self.router_private(group, u, c, payload);
+                return self.router_private(group, u, c, payload);
             }
             Ok(Peek::Message { address, .. }) if has_prefix(address, PREFIX) => {
-                self.pass_to_control(
-                    crate::route::Protocol::Router,
-                    Endpoint::Tcp(c),
-                    ip,
-                    payload,
-                );
+                self.pass_to_control(Protocol::Router, Endpoint::Tcp(c), ip, payload);
             }
             Ok(Peek::Message { .. }) => self.fan_out_router(group, |user, _| user != u, payload),
             Ok(Peek::Bundle) => match bundle_verdict(payload, PREFIX) {
@@ -346,47 +315,49 @@ impl State {
                         }
                         for r in &ctl {
                             let m = &payload[r.clone()];
-                            if m.starts_with(PRIVATE) && peek(m).is_ok_and(|p| matches!(p, Peek::Message { address, .. } if address == PRIVATE)) {
+                            if is_message(m, PRIVATE) {
                                 self.router_private(group, u, c, m);
                             } else {
-                                self.pass_to_control(
-                                    crate::route::Protocol::Router,
-                                    Endpoint::Tcp(c),
-                                    ip,
-                                    m,
-                                );
+                                self.pass_to_control(Protocol::Router, Endpoint::Tcp(c), ip, m);
                             }
                         }
                     }
                     self.put_split(rest, ctl);
                 }
-                BundleCheck::Bad => self.counters().bump(C::BadPacket),
+                BundleCheck::Bad => {
+                    self.counters().bump(C::BadPacket);
+                    return false;
+                }
             },
-            Err(_) => self.counters().bump(C::BadPacket),
+            Err(_) => {
+                self.counters().bump(C::BadPacket);
+                return false;
+            }
         }
+        true
     }
 
-    /// A private message from user `u` (connection `c`) of `group`, to its target.
+    /// A private message from user `u` (connection `c`) of `group`, to its target. False if
+    /// it is not a well-formed private message.
     fn router_private(
         &mut self,
         group: &super::bus::RouterGroup,
         u: u32,
         c: super::bus::ConnId,
         payload: &[u8],
-    ) {
+    ) -> bool {
         let sender = group.users.get(u as usize).map_or("", String::as_str);
         let mut out = std::mem::take(&mut self.private);
-        if let Some(target) = crate::proto::router::rewrite_private(payload, sender, &mut out) {
-            match group.users.iter().position(|n| n.as_bytes() == target) {
-                Some(t) => {
-                    self.fan_out_router(group, |user, conn| user == t as u32 && conn != c, &out)
-                }
-                None => self.counters().bump(C::DroppedNoRoute),
+        let target = crate::proto::router::rewrite_private(payload, sender, &mut out);
+        match target.map(|t| group.users.iter().position(|n| n.as_bytes() == t)) {
+            Some(Some(t)) => {
+                self.fan_out_router(group, |user, conn| user == t as u32 && conn != c, &out)
             }
-        } else {
-            self.counters().bump(C::BadPacket);
+            Some(None) => self.counters().bump(C::DroppedNoRoute),
+            None => self.counters().bump(C::BadPacket),
         }
         self.private = out;
+        target.is_some()
     }
 
     /// Holds a packet of a router connection whose register is not answered yet (bounded).
@@ -431,33 +402,27 @@ impl State {
             .copied()
             .collect();
         for c in ready {
-            if let Some(h) = self.tcp.router_held.remove(&c) {
-                self.tcp.held_total -= h.bytes;
-                if h.closed_at.is_some() {
-                    // Gone already: after its packets, the control thread hears of it.
-                    let ip = h.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-                    for p in h.packets {
-                        self.route_router_with(&snap, c, ip, &p);
-                    }
-                    let _ = self.shared.control.push(ControlMsg::Closed(c));
+            let Some(h) = self.tcp.router_held.remove(&c) else {
+                continue;
+            };
+            self.tcp.held_total -= h.bytes;
+            for p in h.packets {
+                let good = self.route_router_with(&snap, c, h.ip, &p);
+                // Garbage held while the register was answered counts like any (a connection
+                // already gone has no run to track).
+                if self.tcp.track_bad(c, good) {
+                    let shared = Arc::clone(&self.shared);
+                    let counters = &shared.workers[usize::from(self.id)].counters;
+                    counters.bump(C::TcpFatal);
+                    self.tcp.close_now(c, counters, &shared.control);
                     self.wake_control = true;
-                    continue;
+                    break;
                 }
-                let ip = h.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-                for p in h.packets {
-                    let bad_before = self.counters().get(C::BadPacket);
-                    self.route_router_with(&snap, c, ip, &p);
-                    let good = self.counters().get(C::BadPacket) == bad_before;
-                    if self.tcp.track_bad(c, good) {
-                        // Garbage held while the register was answered counts like any.
-                        let shared = Arc::clone(&self.shared);
-                        let counters = &shared.workers[usize::from(self.id)].counters;
-                        counters.bump(C::TcpFatal);
-                        self.tcp.close_now(c, counters, &shared.control);
-                        self.wake_control = true;
-                        break;
-                    }
-                }
+            }
+            if h.closed_at.is_some() {
+                // Gone already: after its packets, the control thread hears of it.
+                let _ = self.shared.control.push(ControlMsg::Closed(c));
+                self.wake_control = true;
             }
         }
         self.snap = Some(snap);
@@ -653,6 +618,11 @@ impl Handler for State {
     fn busy(&self) -> bool {
         self.tcp.busy()
     }
+}
+
+/// Whether `packet` is a message at exactly `address`.
+fn is_message(packet: &[u8], address: &[u8]) -> bool {
+    matches!(peek(packet), Ok(Peek::Message { address: a, .. }) if a == address)
 }
 
 /// What a bundle holds, as far as forwarding cares.
