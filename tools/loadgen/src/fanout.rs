@@ -19,7 +19,7 @@ use oscgate::wire::{encoded_len, write_message, Arg};
 
 use crate::account::{Ledger, Totals};
 use crate::hist::Histogram;
-use crate::report::{Cpu, Latency, Report};
+use crate::report::{Cpu, Measured, Report};
 use crate::sys::{cpu_seconds, PollSet, Who};
 use crate::via::{self, ForwarderStats, Via};
 
@@ -267,29 +267,23 @@ fn build_report(
     dests: &[SocketAddr],
     pinned: bool,
 ) -> Report {
-    let secs = elapsed.as_secs_f64().max(1e-9);
     Report {
-        via: cfg.via.name(),
-        receivers: cfg.receivers,
-        senders: cfg.senders,
-        rate: cfg.rate,
-        size: msg_size,
-        duration_s: secs,
-        sent: sent.iter().sum(),
-        expected: t.expected,
-        delivered: t.delivered,
-        delivered_in_window: in_window,
-        delivered_per_s: in_window as f64 / secs,
-        lost: t.lost,
-        duplicated: t.duplicated,
-        reordered: t.reordered,
-        late: t.late,
-        malformed: t.malformed,
-        latency_us: Latency::from_hist(latency),
-        cpu,
         pinned,
         forwarder,
         receiver_addrs: dests.iter().map(|d| d.to_string()).collect(),
+        ..Report::measured(Measured {
+            via: cfg.via.name(),
+            receivers: cfg.receivers,
+            senders: cfg.senders,
+            rate: cfg.rate,
+            size: msg_size,
+            sent,
+            totals: &t,
+            latency,
+            elapsed,
+            in_window,
+            cpu,
+        })
     }
 }
 

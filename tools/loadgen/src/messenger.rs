@@ -26,7 +26,7 @@ use crate::client;
 use crate::fanout::{self, blob_len, encode, share, MAX_SENDERS, MAX_SIZE};
 use crate::hist::Histogram;
 use crate::patrons::{self, Conn, Joined, PatronEvents, Reader, Rx, Transport};
-use crate::report::{Cpu, Latency, Report};
+use crate::report::{Cpu, Latency, Measured, Report};
 use crate::sys::{cpu_seconds, find_process, proc_sample, PollSet, Who};
 use crate::via::{self, SOCK_BUF};
 
@@ -524,34 +524,27 @@ pub fn run(cfg: &MessengerConfig) -> anyhow::Result<MessengerReport> {
         }),
         _ => None,
     };
-    let secs = elapsed.as_secs_f64().max(1e-9);
     let run = Report {
-        via: cfg.mode.name().into(),
-        receivers: n,
-        senders,
-        rate: cfg.rate,
-        size: msg_size,
-        duration_s: secs,
-        sent: sent.iter().sum(),
-        expected: totals.expected,
-        delivered: totals.delivered,
-        delivered_in_window: in_window,
-        delivered_per_s: in_window as f64 / secs,
-        lost: totals.lost,
-        duplicated: totals.duplicated,
-        reordered: totals.reordered,
-        late: totals.late,
-        malformed: totals.malformed,
-        latency_us: Latency::from_hist(&latency),
-        cpu: Cpu {
-            process_s,
-            forwarder_s: fwd_stats.map(|f| f.cpu_s),
-            senders_s: send_cpu,
-            receivers_s: recv_cpu,
-        },
-        pinned: false,
         forwarder: fwd_stats,
         receiver_addrs: dests.iter().map(|d| d.to_string()).collect(),
+        ..Report::measured(Measured {
+            via: cfg.mode.name().into(),
+            receivers: n,
+            senders,
+            rate: cfg.rate,
+            size: msg_size,
+            sent: &sent,
+            totals: &totals,
+            latency: &latency,
+            elapsed,
+            in_window,
+            cpu: Cpu {
+                process_s,
+                forwarder_s: fwd_stats.map(|f| f.cpu_s),
+                senders_s: send_cpu,
+                receivers_s: recv_cpu,
+            },
+        })
     };
     Ok(MessengerReport {
         scenario: "messenger",

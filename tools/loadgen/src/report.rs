@@ -84,7 +84,54 @@ pub struct Report {
     pub receiver_addrs: Vec<String>,
 }
 
+/// What a run measured, for [`Report::measured`].
+pub struct Measured<'a> {
+    pub via: String,
+    pub receivers: usize,
+    pub senders: usize,
+    pub rate: u64,
+    pub size: usize,
+    /// Per sender.
+    pub sent: &'a [u64],
+    pub totals: &'a crate::account::Totals,
+    pub latency: &'a Histogram,
+    /// Length of the send phase, and what was delivered during it.
+    pub elapsed: std::time::Duration,
+    pub in_window: u64,
+    pub cpu: Cpu,
+}
+
 impl Report {
+    /// The report of a run, with rates derived from the send phase; not pinned, no
+    /// in-process forwarder and no receiver addresses (set those after, where they apply).
+    pub fn measured(m: Measured<'_>) -> Report {
+        let secs = m.elapsed.as_secs_f64().max(1e-9);
+        let t = m.totals;
+        Report {
+            via: m.via,
+            receivers: m.receivers,
+            senders: m.senders,
+            rate: m.rate,
+            size: m.size,
+            duration_s: secs,
+            sent: m.sent.iter().sum(),
+            expected: t.expected,
+            delivered: t.delivered,
+            delivered_in_window: m.in_window,
+            delivered_per_s: m.in_window as f64 / secs,
+            lost: t.lost,
+            duplicated: t.duplicated,
+            reordered: t.reordered,
+            late: t.late,
+            malformed: t.malformed,
+            latency_us: Latency::from_hist(m.latency),
+            cpu: m.cpu,
+            pinned: false,
+            forwarder: None,
+            receiver_addrs: Vec::new(),
+        }
+    }
+
     /// The report as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

@@ -22,7 +22,7 @@ use crate::account::{Pick, Totals};
 use crate::fanout::{self, blob_len, encode, share, MAX_SENDERS, MAX_SIZE};
 use crate::hist::Histogram;
 use crate::messenger::{GatewayProcess, GATEWAY_PROCESS};
-use crate::report::{Cpu, Latency, Report};
+use crate::report::{Cpu, Measured, Report};
 use crate::router_io::{self, ControlCounts, Received, Registered};
 use crate::sys::{cpu_seconds, find_process, proc_sample, Who};
 
@@ -298,35 +298,24 @@ pub fn run(cfg: &RouterConfig) -> anyhow::Result<RouterReport> {
         }),
         _ => None,
     };
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    let run = Report {
+    let run = Report::measured(Measured {
         via: "router".into(),
         receivers: n,
         senders: k,
         rate: cfg.rate,
         size: msg_size,
-        duration_s: secs,
-        sent: sent.iter().sum(),
-        expected: totals.expected,
-        delivered: totals.delivered,
-        delivered_in_window: in_window,
-        delivered_per_s: in_window as f64 / secs,
-        lost: totals.lost,
-        duplicated: totals.duplicated,
-        reordered: totals.reordered,
-        late: totals.late,
-        malformed: totals.malformed,
-        latency_us: Latency::from_hist(&latency),
+        sent: &sent,
+        totals: &totals,
+        latency: &latency,
+        elapsed,
+        in_window,
         cpu: Cpu {
             process_s,
             forwarder_s: None,
             senders_s: send_out.iter().map(|(c, _)| c).sum(),
             receivers_s: recv_cpu,
         },
-        pinned: false,
-        forwarder: None,
-        receiver_addrs: Vec::new(),
-    };
+    });
     Ok(RouterReport {
         scenario: "router",
         router_addr: cfg.router.to_string(),
