@@ -21,6 +21,7 @@ use crate::engine::bus::{
     WorkerMsg, GROUP, INGRESS_CLASSES, PATRON, STRANGER,
 };
 use crate::engine::counters::{self, C};
+use crate::proto::chatnode::ChatNode;
 use crate::proto::messenger::{Action as MAction, Gateway, GATEWAY_PREFIX};
 use crate::proto::router::{Action as RAction, Router};
 use crate::route::{Action, CompileError, DropReason, Matcher, Protocol, RouteTableBuilder, Rule};
@@ -75,6 +76,7 @@ pub fn messenger_snapshot(patrons: Option<&[Endpoint]>) -> Result<Snapshot, Comp
         members,
         seen: (0..n).map(|_| AtomicBool::new(false)).collect(),
         router: RouterSnap::default(),
+        chat: Vec::new(),
     })
 }
 
@@ -101,13 +103,15 @@ pub struct Control {
     pub messenger: Option<Gateway<Endpoint>>,
     /// The tcposcrouter router, if enabled.
     pub router: Option<Router<ConnId>>,
+    /// The OSChat node, if it runs.
+    pub oschat: Option<ChatNode>,
 }
 
 /// Runs the control thread until `stop` is set; then sends every patron its shutdown message,
 /// tells every worker to stop (after those sends), and returns.
 pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     shared.control.set_waker(Waker::Thread(thread::current()));
-    let start = Instant::now();
+    let start = shared.epoch;
     let mut last_report = Instant::now();
     let mut last_totals = [0u64; counters::COUNT];
     let mut last_refused = 0u64;
@@ -139,6 +143,17 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                     }
                 }
                 ControlMsg::Packet { .. } => {}
+                ControlMsg::Chat {
+                    iface,
+                    key,
+                    first,
+                    forwarded,
+                    packet,
+                } => {
+                    if let Some(node) = ctl.oschat.as_mut() {
+                        node.heard(now, usize::from(iface), key, first, forwarded, &packet);
+                    }
+                }
                 ControlMsg::Closed(c) => {
                     if let Some(gw) = ctl.messenger.as_mut() {
                         gw.endpoint_closed(Endpoint::Tcp(c));
@@ -152,6 +167,11 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         if let Some(r) = ctl.router.as_mut() {
             if r.poll_timeout().is_some_and(|t| t <= now) {
                 r.handle_timeout(now);
+            }
+        }
+        if let Some(node) = ctl.oschat.as_mut() {
+            if node.poll_timeout().is_some_and(|t| t <= now) {
+                node.handle_timeout(now);
             }
         }
         if let Some(gw) = ctl.messenger.as_mut() {
@@ -191,6 +211,7 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         let next = [
             ctl.messenger.as_ref().and_then(|g| g.poll_timeout()),
             ctl.router.as_ref().and_then(|r| r.poll_timeout()),
+            ctl.oschat.as_ref().and_then(|n| n.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -207,6 +228,10 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     // (their mailboxes are FIFO, so the messages go out first).
     if let Some(gw) = ctl.messenger.as_mut() {
         gw.shutdown(start.elapsed());
+    }
+    // OSChat: resign every gateway role, so the standby takes over at once.
+    if let Some(node) = ctl.oschat.as_mut() {
+        node.shutdown(start.elapsed());
     }
     apply(&mut ctl, &shared);
     for w in shared.workers.iter() {
@@ -250,6 +275,26 @@ fn apply(ctl: &mut Control, shared: &Shared) {
     dispatch(shared, std::mem::take(&mut sends));
     if let Some(gw) = ctl.messenger.as_mut() {
         messenger_actions(gw, shared, &mut sends, &mut dirty);
+    }
+    if let Some(node) = ctl.oschat.as_mut() {
+        // What the node broadcasts (a catch-up flush above all) goes out before the flags
+        // that start the fast path forwarding are published: workers run their mailbox
+        // before routing with a new table, so a flush keeps its place ahead of newer traffic.
+        if let Some(w) = shared.chat_worker {
+            while let Some((iface, packet)) = node.poll_send() {
+                let msg = WorkerMsg::SendChat {
+                    iface: iface as u8,
+                    packet: Bytes::from(packet),
+                };
+                if shared.workers[w].mailbox.send(msg).is_err() {
+                    tracing::debug!(iface, "worker mailbox full: OSChat broadcast dropped");
+                }
+            }
+        }
+        if shared.snapshot.load().chat.as_slice() != node.forwarding() {
+            tracing::info!(forwarding = ?node.forwarding(), "oschat: gateway roles changed");
+            dirty = true;
+        }
     }
     if dirty {
         publish(ctl, shared);
@@ -324,6 +369,9 @@ fn publish(ctl: &Control, shared: &Shared) {
     };
     if let Some(r) = ctl.router.as_ref() {
         snap.router = router_snapshot(r);
+    }
+    if let Some(node) = ctl.oschat.as_ref() {
+        snap.chat = node.forwarding().to_vec();
     }
     // Carry "seen" marks over so traffic just before the swap is not forgotten.
     let old = shared.snapshot.load();

@@ -43,7 +43,8 @@ fn start(name: &str, driver: &str, port: u16) -> Daemon {
     let (dir, file) = temp_config(
         name,
         &format!(
-            "[engine]\nworkers = 2\n[messenger]\ngroup = \"239.255.79.1:{port}\"\n\
+            "[engine]\nworkers = 2\n[oschat]\ninterfaces = [\"lo\"]\nport = 0\n\
+             [messenger]\ngroup = \"239.255.79.1:{port}\"\n\
              interface = \"127.0.0.1\"\nlisten = \"127.0.0.1:{port}\"\nttl = 0\n"
         ),
     );
@@ -69,14 +70,17 @@ fn start(name: &str, driver: &str, port: u16) -> Daemon {
         out: rx,
         _dir: dir,
     };
+    let mut oschat = false;
     loop {
         let line = d
             .out
             .recv_timeout(Duration::from_secs(10))
             .expect("oscgate run never said it was running");
         if line == "oscgate: running" {
+            assert!(oschat, "no oschat line before \"running\"");
             return d;
         }
+        oschat |= line.starts_with("oscgate: oschat node ") && line.contains("(lo 127.0.0.0/8)");
         assert!(line.starts_with("oscgate: "), "unexpected stdout {line:?}");
         assert!(line.contains(&format!("driver {driver}")), "{line}");
     }

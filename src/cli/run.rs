@@ -51,13 +51,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&term))
             .context("installing signal handlers")?;
     }
-    for (enabled, table) in [(cfg.oschat.enabled, "oschat"), (cfg.http.enabled, "http")] {
-        if enabled {
-            tracing::warn!(
-                "[{table}] is enabled, but this build does not have that front door yet; \
-                 it is not started"
-            );
-        }
+    if cfg.http.enabled {
+        tracing::warn!(
+            "[http] is enabled, but this build does not have that front door yet; it is not \
+             started"
+        );
     }
     let engine = Engine::start(&cfg, args.driver)?;
     let choice = engine.driver();
@@ -80,6 +78,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!(%len32, %slip, "tcposcrouter router running");
         println!(
             "oscgate: router on {len32} (len32) and {slip} (slip), driver {}",
+            choice.kind
+        );
+    }
+    if let Some(c) = &b.oschat {
+        let ifaces: Vec<String> = c
+            .ifaces
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.network()))
+            .collect();
+        tracing::info!(node = %c.node, port = c.port, interfaces = ?ifaces, "oschat node running");
+        println!(
+            "oscgate: oschat node {} on port {} ({}), driver {}",
+            c.node,
+            c.port,
+            ifaces.join(", "),
             choice.kind
         );
     }

@@ -92,6 +92,9 @@ pub struct Snapshot {
     pub seen: Arc<[AtomicBool]>,
     /// The tcposcrouter groups.
     pub router: RouterSnap,
+    /// OSChat: per receiving interface, the interfaces this node forwards new messages to
+    /// (bit masks; empty when OSChat is off).
+    pub chat: Vec<u64>,
 }
 
 /// The tcposcrouter groups as the workers need them: who is registered, and where each
@@ -150,6 +153,15 @@ pub enum ControlMsg {
         source_ip: Ipv4Addr,
         packet: Bytes,
     },
+    /// An OSChat packet heard on interface `iface`: its duplicate key (0 for mesh messages),
+    /// whether the duplicate filter had not seen it, and the interfaces it was forwarded to.
+    Chat {
+        iface: u8,
+        key: u64,
+        first: bool,
+        forwarded: u64,
+        packet: Bytes,
+    },
     /// A TCP connection closed.
     Closed(ConnId),
 }
@@ -162,6 +174,8 @@ pub enum WorkerMsg {
     Send { to: Endpoint, packet: Bytes },
     /// Send an OSC packet to the Messenger group.
     SendGroup { packet: Bytes },
+    /// Broadcast an OSC packet on OSChat interface `iface` (the worker owning those sockets).
+    SendChat { iface: u8, packet: Bytes },
     /// Close a TCP connection it owns (after flushing what is queued for it).
     Close(ConnId),
     /// Flush everything queued and stop.
@@ -255,6 +269,11 @@ pub struct Shared {
     pub control: Mailbox<ControlMsg>,
     /// One per worker, by worker id.
     pub workers: Box<[WorkerLink]>,
+    /// The clock every thread reads time from (the duplicate filter's times are milliseconds
+    /// since this instant).
+    pub epoch: std::time::Instant,
+    /// The worker that owns the OSChat sockets, if OSChat runs.
+    pub chat_worker: Option<usize>,
 }
 
 impl Shared {

@@ -37,6 +37,7 @@ counters! {
     DroppedReserved => "dropped_reserved": "Packets dropped because their address is reserved (e.g. /messenger/gateway/... from the group).",
     DroppedNoRoute => "dropped_no_route": "Packets dropped by the route table (no route, filtered; e.g. traffic from a non-patron).",
     DroppedSelf => "dropped_self": "Multicast packets dropped because oscgate itself sent them.",
+    DroppedDuplicate => "dropped_duplicate": "OSChat messages dropped as duplicates within the window.",
     BadPacket => "bad_packet": "Packets dropped as malformed OSC.",
     Truncated => "truncated": "Datagrams dropped because they did not fit the receive buffer.",
     TcpAccepted => "tcp_accepted": "TCP connections accepted.",

@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod bus;
+pub mod chat;
 pub mod counters;
 pub mod driver;
 mod start;
@@ -22,7 +23,7 @@ pub mod udp;
 pub mod uring;
 pub mod worker;
 
-pub use start::{Bound, Engine};
+pub use start::{Bound, BoundChat, Engine};
 
 /// The largest datagram the engine receives whole (a longer one is counted as truncated and
 /// dropped): 16 KiB, far above any OSC message a venue sends and a fixed cost per receive

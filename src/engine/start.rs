@@ -18,16 +18,21 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::bus::{Endpoint, Mailbox, Shared, WorkerLink};
+use super::chat::{self, ChatIface};
 use super::counters::{self, Counters};
 use super::driver::{self, Choice, DriverKind, PollDriver, UringDriver};
 use super::tcp::ConnConfig;
 use super::tcp_side::{DoorSettings, TcpSettings};
 use super::udp;
 use super::uring::UringConfig;
-use super::worker::{self, MessengerSockets, RouterSockets, WorkerSetup};
+use super::worker::{self, ChatSockets, MessengerSockets, RouterSockets, WorkerSetup};
 use crate::config::{Config, Driver as DriverChoice};
 use crate::control::{self, Control};
+use crate::dedupe::Dedupe;
+use crate::proto::chatnode::{ChatNode, NodeConfig};
+use crate::proto::mesh::{Iface, MeshConfig};
 use crate::proto::messenger::{resolve_allow_list, Gateway};
+use crate::proto::presence::PresenceConfig;
 use crate::proto::router::{Limits as RouterLimits, Router};
 use crate::wire::framing::Framing;
 
@@ -45,6 +50,19 @@ pub struct Bound {
     pub interface: Option<Ipv4Addr>,
     /// The tcposcrouter ports (length prefix, SLIP), if enabled.
     pub router: Option<(SocketAddr, SocketAddr)>,
+    /// The OSChat node, if it runs.
+    pub oschat: Option<BoundChat>,
+}
+
+/// The OSChat node as started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundChat {
+    /// The OSChat port (resolved).
+    pub port: u16,
+    /// The node's GUID.
+    pub node: String,
+    /// Its interfaces, in the order the mesh numbers them.
+    pub ifaces: Vec<ChatIface>,
 }
 
 /// A running engine.
@@ -122,6 +140,7 @@ impl Engine {
             group: None,
             interface: None,
             router: bound_router,
+            oschat: None,
         };
         let mut gateway = None;
         if m.enabled {
@@ -203,6 +222,26 @@ impl Engine {
             bound.interface = Some(iface);
         }
 
+        let epoch = std::time::Instant::now();
+        let mut chat_sockets = None;
+        let mut chat_node = None;
+        if cfg.oschat.enabled {
+            match start_chat(cfg, udp_buffer)? {
+                Some((sockets, node, b)) => {
+                    chat_sockets = Some(sockets);
+                    chat_node = Some(node);
+                    bound.oschat = Some(b);
+                }
+                None => tracing::warn!(
+                    "oschat: no IPv4 interface with a broadcast address is up (name one in \
+                     oschat.interfaces); OSChat is not started"
+                ),
+            }
+        }
+        // The OSChat sockets go to the last worker (the Messenger group receiver is on the
+        // first).
+        let chat_worker = chat_sockets.as_ref().map(|_| n - 1);
+
         let patrons: Option<Vec<Endpoint>> = gateway.as_ref().map(|_| Vec::new());
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(control::messenger_snapshot(patrons.as_deref())?),
@@ -213,6 +252,8 @@ impl Engine {
                     counters: Counters::default(),
                 })
                 .collect(),
+            epoch,
+            chat_worker,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let max_targets = m.max_patrons + 16;
@@ -235,6 +276,11 @@ impl Engine {
                     slip,
                     settings: router_door.clone(),
                 }),
+                chat: if Some(i) == chat_worker {
+                    chat_sockets.take()
+                } else {
+                    None
+                },
                 tcp: tcp.clone(),
             };
             let shared = Arc::clone(&shared);
@@ -255,6 +301,7 @@ impl Engine {
             router: r
                 .enabled
                 .then(|| Router::new(RouterLimits::from_config(r), random_key())),
+            oschat: chat_node,
         };
         let control = {
             let shared = Arc::clone(&shared);
@@ -350,6 +397,72 @@ impl Drop for Engine {
         }
     }
 }
+
+/// Binds the OSChat sockets and builds the node; `None` when no interface qualifies.
+fn start_chat(
+    cfg: &Config,
+    udp_buffer: usize,
+) -> anyhow::Result<Option<(ChatSockets, ChatNode, BoundChat)>> {
+    let o = &cfg.oschat;
+    let host = chat::host_addrs().context("oschat.interfaces: listing the host's interfaces")?;
+    let ifaces = chat::choose_ifaces(&host, o.interfaces.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("oschat.interfaces")?;
+    if ifaces.is_empty() {
+        return Ok(None);
+    }
+    let mut port = o.port;
+    let mut socks = Vec::with_capacity(ifaces.len());
+    for f in &ifaces {
+        let s = chat::bind_iface(f, port, udp_buffer)
+            .with_context(|| format!("oschat: binding UDP port {port} on {}", f.name))?;
+        if port == 0 {
+            port = s.local_addr()?.port();
+        }
+        socks.push((s, SocketAddr::from((f.broadcast, port))));
+    }
+    let window = Duration::from_secs(o.dedupe_window_s);
+    let dedupe = Arc::new(Dedupe::new(CHAT_DEDUPE_ENTRIES, o.dedupe_window_s * 1000));
+    let node = if o.node.0.is_empty() {
+        fresh_uid()
+    } else {
+        o.node.0.clone()
+    };
+    let heartbeat = Duration::from_millis(o.heartbeat_ms);
+    let mesh = MeshConfig {
+        announce_every: Duration::from_secs(o.announce_s),
+        announce_ttl: Duration::from_secs(o.announce_ttl_s),
+        heartbeat,
+        miss_after: heartbeat * 3 / 2,
+        max_hops: i64::from(o.max_hops),
+        ..MeshConfig::new(
+            &node,
+            ifaces
+                .iter()
+                .map(|f| Iface {
+                    network: f.network(),
+                })
+                .collect(),
+        )
+    };
+    let node_cfg = NodeConfig {
+        mesh,
+        presence: PresenceConfig::default(),
+        catchup_window: window,
+        catchup_bytes: 1 << 20,
+    };
+    let seed = u64::from_le_bytes(random_bytes());
+    let chat_node = ChatNode::new(node_cfg, Arc::clone(&dedupe), seed, Duration::ZERO);
+    Ok(Some((
+        ChatSockets { socks, dedupe },
+        chat_node,
+        BoundChat { port, node, ifaces },
+    )))
+}
+
+/// Entries in the OSChat duplicate filter (48 KiB; a venue's chat is far below this per
+/// window).
+const CHAT_DEDUPE_ENTRIES: usize = 4096;
 
 fn uring_config() -> UringConfig {
     UringConfig {

@@ -21,6 +21,7 @@ use super::bus::{ControlMsg, Dest, Endpoint, Shared, Snapshot, WorkerMsg, GROUP}
 use super::counters::{Counters, C};
 use super::driver::{Driver, Handler, Out, Rx, SockIdx, FIRST_WORKER_TOKEN};
 use super::tcp_side::{Door, DoorSettings, TcpSide};
+use crate::dedupe::{Dedupe, Seen};
 use crate::route::{DropReason, Protocol};
 use crate::wire::address::{has_prefix, peek, Peek};
 use crate::wire::Packet;
@@ -43,6 +44,8 @@ pub struct WorkerSetup {
     pub messenger: Option<MessengerSockets>,
     /// The tcposcrouter front door, if enabled.
     pub router: Option<RouterSockets>,
+    /// The OSChat front door (one worker has all of it), if enabled.
+    pub chat: Option<ChatSockets>,
     /// TCP settings.
     pub tcp: super::tcp_side::TcpSettings,
 }
@@ -56,6 +59,26 @@ pub struct RouterSockets {
     pub slip: std::net::TcpListener,
     /// How their connections are run.
     pub settings: DoorSettings,
+}
+
+/// The OSChat front door's sockets.
+#[derive(Debug)]
+pub struct ChatSockets {
+    /// One socket per interface, in interface order, with the address its broadcasts go to.
+    pub socks: Vec<(UdpSocket, SocketAddr)>,
+    /// The duplicate filter, shared with the control thread.
+    pub dedupe: Arc<Dedupe>,
+}
+
+/// A worker's OSChat state.
+struct ChatSide {
+    socks: Vec<SockIdx>,
+    broadcast: Vec<SocketAddr>,
+    dedupe: Arc<Dedupe>,
+    /// Where a message's identity is written (kept, so no allocation).
+    identity: Vec<u8>,
+    /// Milliseconds since [`Shared::epoch`], read once per turn.
+    now_ms: u64,
 }
 
 /// One worker's share of the Messenger front door.
@@ -86,6 +109,7 @@ pub(crate) struct State {
     group: Option<SocketAddr>,
     self_sources: Vec<SocketAddr>,
     pub(crate) tcp: TcpSide,
+    chat: Option<ChatSide>,
     /// Where a private message is rewritten for its target (kept, so no allocation).
     private: Vec<u8>,
     /// The mailbox said stop.
@@ -224,6 +248,87 @@ impl State {
             }
         }
         self.counters().add(C::Forwarded, delivered);
+    }
+
+    /// Handles one datagram heard on OSChat interface `iface`: mesh messages go to the control
+    /// thread only (never forwarded, never deduplicated); anything else passes the duplicate
+    /// filter, is forwarded to the interfaces the published flags name (in place), and goes
+    /// to the control thread (duplicates too when the node has several interfaces: a standby
+    /// gateway learns from them what the active one carried).
+    fn route_chat(&mut self, iface: usize, payload: &[u8], out: &mut Out) {
+        let Some(mut side) = self.chat.take() else {
+            return;
+        };
+        self.route_chat_with(&mut side, iface, payload, out);
+        self.chat = Some(side);
+    }
+
+    fn route_chat_with(
+        &mut self,
+        side: &mut ChatSide,
+        iface: usize,
+        payload: &[u8],
+        out: &mut Out,
+    ) {
+        use crate::proto::oschat::{parse, Error};
+        let chat = match parse(payload) {
+            Ok(c) => c,
+            Err(Error::NotOschat) => {
+                self.counters().bump(C::DroppedNoRoute);
+                return;
+            }
+            Err(_) => {
+                self.counters().bump(C::BadPacket);
+                return;
+            }
+        };
+        if chat.is_mesh() {
+            self.chat_to_control(iface, 0, true, 0, payload);
+            return;
+        }
+        let key = crate::proto::chatnode::key_of(&side.dedupe, &chat, &mut side.identity);
+        let first = side.dedupe.check_and_insert(key, side.now_ms) == Seen::New;
+        let mut forwarded = 0u64;
+        if first {
+            let flags = self
+                .snap
+                .as_ref()
+                .and_then(|s| s.chat.get(iface).copied())
+                .unwrap_or(0);
+            let mut delivered = 0u64;
+            for (j, (&sock, &to)) in side.socks.iter().zip(&side.broadcast).enumerate() {
+                if j != iface && j < 64 && flags & (1 << j) != 0 {
+                    if out.to(sock, to) {
+                        forwarded |= 1 << j;
+                        delivered += 1;
+                    } else {
+                        self.counters().bump(C::FanoutFull);
+                    }
+                }
+            }
+            self.counters().add(C::Forwarded, delivered);
+        } else {
+            self.counters().bump(C::DroppedDuplicate);
+        }
+        if first || side.socks.len() > 1 {
+            self.chat_to_control(iface, key, first, forwarded, payload);
+        }
+    }
+
+    fn chat_to_control(&mut self, iface: usize, key: u64, first: bool, forwarded: u64, p: &[u8]) {
+        let msg = ControlMsg::Chat {
+            iface: iface as u8,
+            key,
+            first,
+            forwarded,
+            packet: Bytes::copy_from_slice(p),
+        };
+        if self.shared.control.push(msg).is_ok() {
+            self.counters().bump(C::Control);
+            self.wake_control = true;
+        } else {
+            self.counters().bump(C::ControlQueueFull);
+        }
     }
 
     /// Routes one packet from tcposcrouter connection `c`: before it is registered, to the
@@ -533,6 +638,14 @@ impl State {
                     self.tcp.begin_packet();
                     self.tcp.deliver_local(c, &packet, &link.counters);
                 }
+                WorkerMsg::SendChat { iface, packet } => {
+                    if let Some(c) = &self.chat {
+                        let i = usize::from(iface);
+                        if let (Some(&s), Some(&a)) = (c.socks.get(i), c.broadcast.get(i)) {
+                            send_udp(s, packet, a);
+                        }
+                    }
+                }
                 WorkerMsg::SendGroup { packet } => {
                     if let (Some(s), Some(g)) = (self.patron_sock, self.group) {
                         send_udp(s, packet, g);
@@ -568,6 +681,9 @@ impl State {
 
 impl Handler for State {
     fn turn_start(&mut self, out: &mut Out) {
+        if let Some(c) = self.chat.as_mut() {
+            c.now_ms = self.shared.epoch.elapsed().as_millis() as u64;
+        }
         let current = self.shared.snapshot.load();
         let stale = self.snap.as_ref().is_none_or(|s| !Arc::ptr_eq(&current, s));
         if stale {
@@ -598,6 +714,12 @@ impl Handler for State {
                 return;
             }
             self.route(None, rx.from.ip(), rx.payload, Origin::Datagram, out);
+        } else if let Some(i) = self
+            .chat
+            .as_ref()
+            .and_then(|c| c.socks.iter().position(|&s| s == rx.sock))
+        {
+            self.route_chat(i, rx.payload, out);
         } else {
             let from = Endpoint::Udp(rx.from);
             self.route(Some(from), rx.from.ip(), rx.payload, Origin::Datagram, out);
@@ -681,6 +803,22 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         listeners.push((Door::Router, r.len32, r.settings.clone()));
         listeners.push((Door::Router, r.slip, r.settings));
     }
+    let mut chat = None;
+    if let Some(c) = setup.chat {
+        let mut socks = Vec::with_capacity(c.socks.len());
+        let mut broadcast = Vec::with_capacity(c.socks.len());
+        for (sock, to) in c.socks {
+            socks.push(driver.add_udp(sock)?);
+            broadcast.push(to);
+        }
+        chat = Some(ChatSide {
+            socks,
+            broadcast,
+            dedupe: c.dedupe,
+            identity: Vec::with_capacity(256),
+            now_ms: shared.epoch.elapsed().as_millis() as u64,
+        });
+    }
     let registry = driver.registry().try_clone()?;
     let waker = mio::Waker::new(&registry, WAKER)?;
     let link = &shared.workers[usize::from(id)];
@@ -695,6 +833,7 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         group,
         self_sources,
         tcp,
+        chat,
         private: Vec::new(),
         stop_seen: false,
         split_rest: Vec::new(),

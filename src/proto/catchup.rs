@@ -57,8 +57,17 @@ impl Catchup {
     }
 
     /// A message heard on `iface` at `now` with duplicate key `key`; `first` when the filter
-    /// had not seen it (a message's first appearance anywhere).
-    pub fn heard(&mut self, now: Duration, iface: usize, key: u64, packet: &[u8], first: bool) {
+    /// had not seen it (a message's first appearance anywhere). Directions `iface -> to` with
+    /// bit `to` set in `skip` are not recorded (this node carried the message there itself).
+    pub fn heard(
+        &mut self,
+        now: Duration,
+        iface: usize,
+        key: u64,
+        packet: &[u8],
+        first: bool,
+        skip: u64,
+    ) {
         self.expire(now);
         // Heard here: nobody owes this segment that message any more.
         for from in 0..self.ifaces {
@@ -81,6 +90,9 @@ impl Catchup {
             return;
         }
         for to in 0..self.ifaces {
+            if to < 64 && skip & (1 << to) != 0 {
+                continue;
+            }
             let Some(l) = self.lane(iface, to) else {
                 continue;
             };
@@ -154,15 +166,15 @@ mod tests {
     fn what_the_active_gateway_forwarded_is_forgotten_the_rest_is_flushed_in_order() {
         let mut c = Catchup::new(2, W, 1 << 20);
         // Three messages heard on segment 0; the active gateway carries 1 and 2 to segment 1.
-        c.heard(ms(0), 0, 1, b"one", true);
-        c.heard(ms(10), 0, 2, b"two", true);
-        c.heard(ms(20), 0, 3, b"three", true);
-        c.heard(ms(15), 1, 1, b"one", false);
-        c.heard(ms(25), 1, 2, b"two", false);
+        c.heard(ms(0), 0, 1, b"one", true, 0);
+        c.heard(ms(10), 0, 2, b"two", true, 0);
+        c.heard(ms(20), 0, 3, b"three", true, 0);
+        c.heard(ms(15), 1, 1, b"one", false, 0);
+        c.heard(ms(25), 1, 2, b"two", false, 0);
         assert_eq!(c.pending(0, 1), 1);
         // A message from segment 1 that the gateway carried to 0.
-        c.heard(ms(30), 1, 4, b"four", true);
-        c.heard(ms(35), 0, 4, b"four", false);
+        c.heard(ms(30), 1, 4, b"four", true, 0);
+        c.heard(ms(35), 0, 4, b"four", false, 0);
         assert_eq!(c.pending(1, 0), 0);
         // The gateway dies; we take over 0 -> 1: exactly "three".
         assert_eq!(c.take_over(ms(3000), 0, 1), [b"three".to_vec()]);
@@ -173,16 +185,16 @@ mod tests {
     #[test]
     fn old_entries_expire_and_memory_is_bounded() {
         let mut c = Catchup::new(2, W, 10);
-        c.heard(ms(0), 0, 1, b"aaaa", true);
-        c.heard(ms(1), 0, 2, b"bbbb", true);
-        c.heard(ms(2), 0, 3, b"cccc", true); // 12 bytes > 10: "aaaa" goes
+        c.heard(ms(0), 0, 1, b"aaaa", true, 0);
+        c.heard(ms(1), 0, 2, b"bbbb", true, 0);
+        c.heard(ms(2), 0, 3, b"cccc", true, 0); // 12 bytes > 10: "aaaa" goes
         assert_eq!(c.evicted(), 1);
         assert_eq!(
             c.take_over(ms(3), 0, 1),
             [b"bbbb".to_vec(), b"cccc".to_vec()]
         );
-        c.heard(ms(10), 0, 4, b"dddd", true);
-        c.heard(ms(20), 0, 5, b"far too long for the bound", true);
+        c.heard(ms(10), 0, 4, b"dddd", true, 0);
+        c.heard(ms(20), 0, 5, b"far too long for the bound", true, 0);
         assert_eq!(c.evicted(), 2);
         assert_eq!(c.take_over(ms(10) + W + ms(1), 0, 1), Vec::<Vec<u8>>::new());
     }
@@ -190,11 +202,18 @@ mod tests {
     #[test]
     fn three_segments_are_tracked_per_direction() {
         let mut c = Catchup::new(3, W, 1 << 20);
-        c.heard(ms(0), 0, 7, b"x", true);
+        c.heard(ms(0), 0, 7, b"x", true, 0);
         assert_eq!((c.pending(0, 1), c.pending(0, 2)), (1, 1));
-        c.heard(ms(5), 2, 7, b"x", false);
+        c.heard(ms(5), 2, 7, b"x", false, 0);
         assert_eq!((c.pending(0, 1), c.pending(0, 2)), (1, 0));
         assert_eq!(c.pending(0, 0), 0);
         assert_eq!(c.take_over(ms(6), 0, 0), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn directions_this_node_carried_itself_are_not_recorded() {
+        let mut c = Catchup::new(3, W, 1 << 20);
+        c.heard(ms(0), 0, 9, b"y", true, 1 << 2);
+        assert_eq!((c.pending(0, 1), c.pending(0, 2)), (1, 0));
     }
 }

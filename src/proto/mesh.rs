@@ -33,6 +33,7 @@
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 
+use super::oschat::Chat;
 use super::SplitMix64;
 
 /// One interface of this node: the network (CIDR text) its segment is.
@@ -103,6 +104,58 @@ pub enum MeshMsg {
         node: String,
         network: String,
     },
+}
+
+impl MeshMsg {
+    /// The mesh message a parsed OSChat message is, if it is one.
+    pub fn from_chat(chat: &Chat<'_>) -> Option<MeshMsg> {
+        let own = |n: &str, w: &str| (n.to_owned(), w.to_owned());
+        Some(match *chat {
+            Chat::Announce {
+                node,
+                network,
+                hops,
+            } => {
+                let (node, network) = own(node, network);
+                MeshMsg::Announce {
+                    node,
+                    network,
+                    hops,
+                }
+            }
+            Chat::Heartbeat { node, network } => {
+                let (node, network) = own(node, network);
+                MeshMsg::Heartbeat { node, network }
+            }
+            Chat::Elect { node, network } => {
+                let (node, network) = own(node, network);
+                MeshMsg::Elect { node, network }
+            }
+            Chat::Resign { node, network } => {
+                let (node, network) = own(node, network);
+                MeshMsg::Resign { node, network }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The message as a [`Chat`], to write.
+    pub fn chat(&self) -> Chat<'_> {
+        match self {
+            MeshMsg::Announce {
+                node,
+                network,
+                hops,
+            } => Chat::Announce {
+                node,
+                network,
+                hops: *hops,
+            },
+            MeshMsg::Heartbeat { node, network } => Chat::Heartbeat { node, network },
+            MeshMsg::Elect { node, network } => Chat::Elect { node, network },
+            MeshMsg::Resign { node, network } => Chat::Resign { node, network },
+        }
+    }
 }
 
 /// This node's role on one (segment, remote network).

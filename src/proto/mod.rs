@@ -13,6 +13,7 @@
 //! (random bytes in, uid out).
 
 pub mod catchup;
+pub mod chatnode;
 pub mod mesh;
 pub mod messenger;
 pub mod oschat;
