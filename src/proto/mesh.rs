@@ -27,6 +27,10 @@
 //!   electing, and a running gateway keeps its role until it falls silent, resigns, or loses
 //!   an election someone forced with `elect`; a returning node does not take over, so a
 //!   restart causes no flapping and no duplicates.
+//! - A node that hears an announce from a node it has not heard on that segment before
+//!   answers with its own announces there: a node that started after this one's last
+//!   announce would otherwise not know it for up to 150 s, elect itself, and two gateways
+//!   would forward the same traffic.
 //! - A node with one interface takes part in elections (it may be asked) but never wins one:
 //!   it reaches no other network.
 
@@ -320,6 +324,15 @@ impl Mesh {
                     return; // An announce of the segment itself says nothing.
                 }
                 let before = self.reach(network, usize::MAX);
+                let newcomer = !self
+                    .heard
+                    .iter()
+                    .any(|((i, _), nodes)| *i == iface && nodes.contains_key(node));
+                if newcomer {
+                    // A node we had not heard on this segment (it started after our last
+                    // announce): tell it what we reach now, so it does not elect without us.
+                    self.announce_on(iface);
+                }
                 self.heard
                     .entry((iface, network.clone()))
                     .or_default()
@@ -392,26 +405,29 @@ impl Mesh {
         }
     }
 
+    /// Announces on `iface` the networks of this node's other interfaces (one hop).
+    fn announce_on(&mut self, iface: usize) {
+        for j in 0..self.cfg.interfaces.len() {
+            let network = self.cfg.interfaces[j].network.clone();
+            if iface != j && self.cfg.interfaces[iface].network != network {
+                self.out.push_back(Send {
+                    iface,
+                    msg: MeshMsg::Announce {
+                        node: self.cfg.node.clone(),
+                        network,
+                        hops: Some(1),
+                    },
+                });
+            }
+        }
+    }
+
     /// Announces, expiries, heartbeats, missed heartbeats and the end of a wait.
     pub fn handle_timeout(&mut self, now: Duration) {
         if now >= self.next_announce {
             self.next_announce = now + self.cfg.announce_every;
-            if self.cfg.interfaces.len() > 1 {
-                for i in 0..self.cfg.interfaces.len() {
-                    for j in 0..self.cfg.interfaces.len() {
-                        let network = self.cfg.interfaces[j].network.clone();
-                        if i != j && self.cfg.interfaces[i].network != network {
-                            self.out.push_back(Send {
-                                iface: i,
-                                msg: MeshMsg::Announce {
-                                    node: self.cfg.node.clone(),
-                                    network,
-                                    hops: Some(1),
-                                },
-                            });
-                        }
-                    }
-                }
+            for i in 0..self.cfg.interfaces.len() {
+                self.announce_on(i);
             }
         }
         for nodes in self.heard.values_mut() {

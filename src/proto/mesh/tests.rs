@@ -245,17 +245,30 @@ fn announces_expire_and_are_relayed_with_one_more_hop() {
     let relayed: Vec<Send> = std::iter::from_fn(|| m.poll_send()).collect();
     assert_eq!(
         relayed,
-        [Send {
-            iface: 0,
-            msg: MeshMsg::Announce {
-                node: "NODE-1".into(),
-                network: net_c.into(),
-                hops: Some(2)
+        [
+            // NODE-7 is new on b: it hears what NODE-1 reaches (it may have missed the
+            // start-up announce).
+            Send {
+                iface: 1,
+                msg: MeshMsg::Announce {
+                    node: "NODE-1".into(),
+                    network: NET_A.into(),
+                    hops: Some(1)
+                }
+            },
+            Send {
+                iface: 0,
+                msg: MeshMsg::Announce {
+                    node: "NODE-1".into(),
+                    network: net_c.into(),
+                    hops: Some(2)
+                }
             }
-        }]
+        ]
     );
     assert_eq!(m.reach(net_c, usize::MAX), Some(2));
-    // The same again changes nothing, so it is not relayed again.
+    // The same again changes nothing, so it is not relayed again (nor answered: NODE-7 is
+    // known now).
     m.handle(
         Duration::from_secs(2),
         1,
@@ -302,4 +315,50 @@ fn with_loss_and_delay_a_gateway_is_still_elected_and_kept() {
         one * 100 >= steps * 95,
         "{one} of {steps} steps with exactly one gateway"
     );
+}
+
+#[test]
+fn a_node_that_missed_the_others_start_up_announce_still_agrees_on_one_gateway() {
+    for late in [1, 2, 3] {
+        let mut sim = Sim::new(0);
+        // NODE-1 (the lower GUID) starts first; NODE-2 misses its start-up announce.
+        sim.add("NODE-1", &[NET_A, NET_B], 5);
+        sim.run_for(Duration::from_secs(late), |_| {});
+        sim.add("NODE-2", &[NET_A, NET_B], 6);
+        sim.run_for(Duration::from_secs(6), |_| {});
+        sim.run_for(Duration::from_secs(20), |s| {
+            assert_eq!(
+                s.active(NET_A, NET_B),
+                ["NODE-1"],
+                "late {late} at {:?}",
+                s.now
+            );
+            assert_eq!(
+                s.active(NET_B, NET_A),
+                ["NODE-1"],
+                "late {late} at {:?}",
+                s.now
+            );
+        });
+        // And the other way round: the lower GUID starts last.
+        let mut sim = Sim::new(0);
+        sim.add("NODE-2", &[NET_A, NET_B], 5);
+        sim.run_for(Duration::from_secs(late), |_| {});
+        sim.add("NODE-1", &[NET_A, NET_B], 6);
+        sim.run_for(Duration::from_secs(6), |_| {});
+        sim.run_for(Duration::from_secs(20), |s| {
+            assert_eq!(
+                s.active(NET_A, NET_B).len(),
+                1,
+                "late {late} at {:?}",
+                s.now
+            );
+            assert_eq!(
+                s.active(NET_B, NET_A).len(),
+                1,
+                "late {late} at {:?}",
+                s.now
+            );
+        });
+    }
 }
