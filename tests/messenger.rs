@@ -45,7 +45,8 @@ impl Gw {
     fn start_with(driver: Driver, engine: &str, extra: &str) -> Gw {
         let group = fresh_group();
         let toml = format!(
-            "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n{engine}\n[router]\nenabled = false\n\
+            "[engine]\nworkers = 2\npin_workers = false\n{engine}\n[oschat]\nenabled = false\n\
+             [router]\nenabled = false\n\
              [messenger]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
              ttl = 0\n{extra}"
         );

@@ -44,6 +44,7 @@ fn start(name: &str, driver: &str, port: u16) -> Daemon {
         name,
         &format!(
             "[engine]\nworkers = 2\n[oschat]\ninterfaces = [\"lo\"]\nport = 0\n\
+             [router]\nlisten = \"127.0.0.1:0\"\nlisten_slip = \"127.0.0.1:0\"\n\
              [messenger]\ngroup = \"239.255.79.1:{port}\"\n\
              interface = \"127.0.0.1\"\nlisten = \"127.0.0.1:{port}\"\nttl = 0\n"
         ),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 /// Whether io_uring can run here; prints why not (the io_uring half of a test then passes
 /// without running, as the tests' docs say).
 pub fn uring_available() -> bool {
