@@ -20,6 +20,7 @@ use crate::engine::bus::{
     ConnId, ControlMsg, Dest, Endpoint, Member, RouterGroup, RouterSnap, Shared, Snapshot, Waker,
     WorkerMsg, GROUP, INGRESS_CLASSES, PATRON, STRANGER,
 };
+use crate::engine::chat::{self, ChatIface};
 use crate::engine::counters::{self, C};
 use crate::proto::chatnode::ChatNode;
 use crate::proto::messenger::{Action as MAction, Gateway, GATEWAY_PREFIX};
@@ -32,6 +33,8 @@ const DRAIN_BUDGET: usize = 4096;
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often counters are logged and checked.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often the OSChat interfaces are checked.
+const IFACE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds the snapshot for the current Messenger membership (`None`: the front door is off).
 pub fn messenger_snapshot(patrons: Option<&[Endpoint]>) -> Result<Snapshot, CompileError> {
@@ -105,6 +108,8 @@ pub struct Control {
     pub router: Option<Router<ConnId>>,
     /// The OSChat node, if it runs.
     pub oschat: Option<ChatNode>,
+    /// Its interfaces, watched for loss (link down, address gone) and return.
+    pub chat_ifaces: Vec<ChatIface>,
 }
 
 /// Runs the control thread until `stop` is set; then sends every patron its shutdown message,
@@ -115,6 +120,8 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut last_report = Instant::now();
     let mut last_totals = [0u64; counters::COUNT];
     let mut last_refused = 0u64;
+    let mut last_iface_check = Instant::now();
+    let mut ifaces_up = vec![true; ctl.chat_ifaces.len()];
     loop {
         let now = start.elapsed();
         for _ in 0..DRAIN_BUDGET {
@@ -170,6 +177,10 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             }
         }
         if let Some(node) = ctl.oschat.as_mut() {
+            if last_iface_check.elapsed() >= IFACE_CHECK_EVERY {
+                last_iface_check = Instant::now();
+                watch_ifaces(node, &ctl.chat_ifaces, &mut ifaces_up, now);
+            }
             if node.poll_timeout().is_some_and(|t| t <= now) {
                 node.handle_timeout(now);
             }
@@ -245,6 +256,32 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                     thread::sleep(Duration::from_millis(1));
                 }
             }
+        }
+    }
+}
+
+/// Tells the OSChat node which of its interfaces were lost (down, or their address gone) or
+/// came back since the last check.
+fn watch_ifaces(node: &mut ChatNode, ifaces: &[ChatIface], up: &mut [bool], now: Duration) {
+    let Ok(host) = chat::host_addrs() else {
+        return;
+    };
+    for (i, f) in ifaces.iter().enumerate() {
+        let is_up = host
+            .iter()
+            .any(|h| h.name == f.name && h.addr == f.addr && h.up);
+        if is_up != up[i] {
+            up[i] = is_up;
+            if is_up {
+                tracing::info!(interface = %f.name, "oschat: interface back; announcing again");
+            } else {
+                tracing::warn!(
+                    interface = %f.name,
+                    "oschat: interface lost (down or address gone); resigning any gateway role \
+                     to its network"
+                );
+            }
+            node.set_iface_up(now, i, is_up);
         }
     }
 }

@@ -339,7 +339,7 @@ fn two_subnets(driver: &str) {
 
     // The stream, both ways, through a kill, a restart and a clean shutdown.
     let stop = AtomicBool::new(false);
-    let (sent_a, sent_b, killed, restarted, terminated) = std::thread::scope(|sc| {
+    let (sent_a, sent_b, [killed, restarted, terminated, unplugged]) = std::thread::scope(|sc| {
         let ta = sc.spawn(|| stream(&a, "alice", "a", &stop));
         let tb = sc.spawn(|| stream(&b, "bob", "b", &stop));
         std::thread::sleep(Duration::from_secs(2));
@@ -359,9 +359,21 @@ fn two_subnets(driver: &str) {
         let status = g2.child.wait().unwrap();
         assert!(status.success(), "g2 exit status {status}");
         std::thread::sleep(Duration::from_secs(4));
+        // g2 back as the standby; then g1's link to subnet 2 goes down: g1 resigns a -> b
+        // (it still reaches subnet 1) and falls silent on subnet 2.
+        drop(g2);
+        n2 = Some(start_node(&t, Role::G2, NODE2, driver, &dir, 2));
+        std::thread::sleep(Duration::from_secs(4));
+        let down = command(t.ns(Role::G1), "ip")
+            .args(["link", "set", "dev", t.iface(Role::G1, 2), "down"])
+            .status()
+            .unwrap();
+        assert!(down.success(), "ip link set down");
+        let unplugged = Instant::now();
+        std::thread::sleep(Duration::from_secs(6));
         stop.store(true, Ordering::Relaxed);
         let (sa, sb) = (ta.join().unwrap(), tb.join().unwrap());
-        (sa, sb, killed, restarted, terminated)
+        (sa, sb, [killed, restarted, terminated, unplugged])
     });
     std::thread::sleep(Duration::from_millis(1500));
     let at_b = arrivals(&b.heard.lock().unwrap(), "a");
@@ -370,10 +382,12 @@ fn two_subnets(driver: &str) {
     let kill_ba = check_stream("b -> a", &sent_b, &at_a, killed);
     let term_ab = check_stream("a -> b", &sent_a, &at_b, terminated);
     let term_ba = check_stream("b -> a", &sent_b, &at_a, terminated);
+    let down_ab = check_stream("a -> b", &sent_a, &at_b, unplugged);
+    let down_ba = check_stream("b -> a", &sent_b, &at_a, unplugged);
     eprintln!(
-        "oschat failover under {driver}: {} + {} messages, each exactly once; gateway killed: \
-         longest silence at a client {kill_ab:?} (a->b) / {kill_ba:?} (b->a); gateway \
-         stopped cleanly: {term_ab:?} / {term_ba:?}",
+        "oschat failover under {driver}: {} + {} messages, each exactly once; longest silence \
+         at a client (a->b / b->a): gateway killed {kill_ab:?} / {kill_ba:?}; gateway stopped \
+         cleanly {term_ab:?} / {term_ba:?}; gateway's link down {down_ab:?} / {down_ba:?}",
         sent_a.len(),
         sent_b.len()
     );
@@ -384,6 +398,14 @@ fn two_subnets(driver: &str) {
     assert!(
         term_ab.max(term_ba) < Duration::from_secs(2),
         "resign handover too slow"
+    );
+    assert!(
+        down_ab < Duration::from_secs(3),
+        "link-down handover a -> b too slow"
+    );
+    assert!(
+        down_ba < Duration::from_secs(6),
+        "link-down handover b -> a too slow"
     );
     // The restarted node did not take over: until g2 resigned, every heartbeat was g2's;
     // then g1 took over.
@@ -399,10 +421,16 @@ fn two_subnets(driver: &str) {
             [NODE2.to_owned()].into(),
             "heartbeats for {net} while g1 restarted"
         );
+        let after: BTreeSet<String> = h
+            .iter()
+            .filter(|x| x.at > terminated + Duration::from_secs(1) && x.at < unplugged)
+            .filter_map(|x| heartbeat_for(std::slice::from_ref(x), net))
+            .collect();
+        assert_eq!(after, [NODE1.to_owned()].into(), "after g2 resigned");
         assert_eq!(
             heartbeat_for(&h, net).as_deref(),
-            Some(NODE1),
-            "after g2 resigned"
+            Some(NODE2),
+            "after g1's link went down"
         );
     }
     drop(n1);

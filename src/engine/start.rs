@@ -302,6 +302,11 @@ impl Engine {
                 .enabled
                 .then(|| Router::new(RouterLimits::from_config(r), random_key())),
             oschat: chat_node,
+            chat_ifaces: bound
+                .oschat
+                .as_ref()
+                .map(|c| c.ifaces.clone())
+                .unwrap_or_default(),
         };
         let control = {
             let shared = Arc::clone(&shared);

@@ -165,6 +165,13 @@ impl ChatNode {
         &self.flags
     }
 
+    /// Interface `iface` was lost (`up` false) or is back: see [`Mesh::set_iface_up`]. Nothing
+    /// is sent on a lost interface.
+    pub fn set_iface_up(&mut self, now: Duration, iface: usize, up: bool) {
+        self.mesh.set_iface_up(now, iface, up);
+        self.after_mesh(now);
+    }
+
     /// Shutting down: resigns every gateway role (the resignations are queued to send).
     pub fn shutdown(&mut self, now: Duration) {
         self.mesh.resign_all();
@@ -233,7 +240,7 @@ impl ChatNode {
             if chat.write(&mut buf).is_err() {
                 continue;
             }
-            for i in 0..self.ifaces {
+            for i in (0..self.ifaces).filter(|i| self.mesh.is_up(*i)) {
                 self.out.push_back((i, buf.clone()));
             }
         }

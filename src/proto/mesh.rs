@@ -194,6 +194,8 @@ pub struct Mesh {
     next_announce: Duration,
     out: VecDeque<Send>,
     started: Duration,
+    /// Interfaces lost (down, or their address gone): nothing is sent or heard there.
+    down: Vec<bool>,
 }
 
 impl Mesh {
@@ -208,7 +210,9 @@ impl Mesh {
             next_announce: now,
             out: VecDeque::new(),
             started: now,
+            down: Vec::new(),
         };
+        m.down = vec![false; m.cfg.interfaces.len()];
         for (i, _) in m.cfg.interfaces.iter().enumerate() {
             for (j, other) in m.cfg.interfaces.iter().enumerate() {
                 if i != j && other.network != m.cfg.interfaces[i].network {
@@ -228,6 +232,10 @@ impl Mesh {
         m
     }
 
+    fn is_down(&self, iface: usize) -> bool {
+        self.down.get(iface).copied().unwrap_or(true)
+    }
+
     fn silence_limit(&self) -> Duration {
         self.cfg.miss_after * self.cfg.misses
     }
@@ -240,13 +248,13 @@ impl Mesh {
             .interfaces
             .iter()
             .enumerate()
-            .any(|(i, f)| i != not_via && f.network == network);
+            .any(|(i, f)| i != not_via && !self.is_down(i) && f.network == network);
         if direct {
             return Some(1);
         }
         self.heard
             .iter()
-            .filter(|((i, n), _)| *i != not_via && n == network)
+            .filter(|((i, n), _)| *i != not_via && !self.is_down(*i) && n == network)
             .flat_map(|(_, nodes)| nodes.values().map(|(h, _)| h + 1))
             .min()
     }
@@ -301,6 +309,9 @@ impl Mesh {
 
     /// A mesh message heard on interface `iface` at `now`.
     pub fn handle(&mut self, now: Duration, iface: usize, msg: &MeshMsg) {
+        if self.is_down(iface) {
+            return;
+        }
         match msg {
             MeshMsg::Announce { node, .. }
             | MeshMsg::Heartbeat { node, .. }
@@ -392,7 +403,7 @@ impl Mesh {
 
     fn announce_except(&mut self, except: usize, network: &str, hops: i64) {
         for i in 0..self.cfg.interfaces.len() {
-            if i != except && self.cfg.interfaces[i].network != network {
+            if i != except && !self.is_down(i) && self.cfg.interfaces[i].network != network {
                 self.out.push_back(Send {
                     iface: i,
                     msg: MeshMsg::Announce {
@@ -407,7 +418,13 @@ impl Mesh {
 
     /// Announces on `iface` the networks of this node's other interfaces (one hop).
     fn announce_on(&mut self, iface: usize) {
+        if self.is_down(iface) {
+            return;
+        }
         for j in 0..self.cfg.interfaces.len() {
+            if self.is_down(j) {
+                continue;
+            }
             let network = self.cfg.interfaces[j].network.clone();
             if iface != j && self.cfg.interfaces[iface].network != network {
                 self.out.push_back(Send {
@@ -436,6 +453,9 @@ impl Mesh {
         let silence = self.silence_limit();
         let keys: Vec<(usize, String)> = self.lanes.keys().cloned().collect();
         for (iface, network) in keys {
+            if self.is_down(iface) {
+                continue;
+            }
             let Some(lane) = self.lanes.get(&(iface, network.clone())) else {
                 continue;
             };
@@ -485,11 +505,15 @@ impl Mesh {
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let silence = self.silence_limit();
-        let lanes = self.lanes.values().map(|l| match l.role {
-            Role::Waiting(at) => at,
-            Role::Active => l.next_heartbeat,
-            Role::Standby => (l.last_heartbeat + silence).max(self.started + silence),
-        });
+        let lanes = self
+            .lanes
+            .iter()
+            .filter(|((i, _), _)| !self.is_down(*i))
+            .map(|(_, l)| match l.role {
+                Role::Waiting(at) => at,
+                Role::Active => l.next_heartbeat,
+                Role::Standby => (l.last_heartbeat + silence).max(self.started + silence),
+            });
         let expiries = self
             .heard
             .values()
@@ -513,7 +537,10 @@ impl Mesh {
         let Some(net) = self.cfg.interfaces.get(to).map(|f| f.network.clone()) else {
             return false;
         };
-        from != to && self.role(from, &net) == Some(Role::Active)
+        from != to
+            && !self.is_down(from)
+            && !self.is_down(to)
+            && self.role(from, &net) == Some(Role::Active)
     }
 
     /// Whether traffic from `from` for `to` must be held: this node won and is waiting.
@@ -522,6 +549,64 @@ impl Mesh {
             return false;
         };
         matches!(self.role(from, &net), Some(Role::Waiting(_)))
+    }
+
+    /// Whether interface `iface` is in use (not lost).
+    pub fn is_up(&self, iface: usize) -> bool {
+        !self.is_down(iface)
+    }
+
+    /// Interface `iface` was lost (`up` false: link down or address gone) or is back.
+    ///
+    /// Lost: nothing is sent or heard there any more; what was heard there is forgotten; on
+    /// every other segment this node resigns where it was the gateway to the lost network
+    /// (or about to be), and withdraws its announce of that network elsewhere. Back: it
+    /// announces again, and listens on that segment for two heartbeat misses before
+    /// electing there, as at start-up (no pre-emption).
+    pub fn set_iface_up(&mut self, now: Duration, iface: usize, up: bool) {
+        if iface >= self.down.len() || self.down[iface] != up {
+            return;
+        }
+        if up {
+            self.down[iface] = false;
+            for ((i, _), lane) in &mut self.lanes {
+                if *i == iface {
+                    lane.last_heartbeat = now;
+                }
+            }
+            for i in 0..self.cfg.interfaces.len() {
+                self.announce_on(i);
+            }
+            return;
+        }
+        let lost = self.cfg.interfaces[iface].network.clone();
+        for ((i, _), lane) in &mut self.lanes {
+            if *i == iface {
+                lane.role = Role::Standby;
+                lane.gateway = None;
+            }
+        }
+        self.heard.retain(|(i, _), _| *i != iface);
+        self.down[iface] = true;
+        for i in 0..self.cfg.interfaces.len() {
+            if self.is_down(i) || self.cfg.interfaces[i].network == lost {
+                continue;
+            }
+            let node = self.cfg.node.clone();
+            let network = lost.clone();
+            let msg = match self.lanes.get_mut(&(i, lost.clone())) {
+                Some(lane) if lane.role != Role::Standby => {
+                    lane.role = Role::Standby;
+                    MeshMsg::Resign { node, network }
+                }
+                _ => MeshMsg::Announce {
+                    node,
+                    network,
+                    hops: None,
+                },
+            };
+            self.out.push_back(Send { iface: i, msg });
+        }
     }
 
     /// Resigns every active role (shutting down): a resign on each segment.

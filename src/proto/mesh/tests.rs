@@ -362,3 +362,67 @@ fn a_node_that_missed_the_others_start_up_announce_still_agrees_on_one_gateway()
         });
     }
 }
+
+#[test]
+fn a_gateway_that_loses_an_interface_resigns_and_does_not_take_back_when_it_returns() {
+    let mut sim = Sim::new(0);
+    let g1 = sim.add("NODE-1", &[NET_A, NET_B], 1);
+    sim.add("NODE-2", &[NET_A, NET_B], 2);
+    sim.run_for(Duration::from_secs(5), |_| {});
+    assert_eq!(sim.active(NET_A, NET_B), ["NODE-1"]);
+    assert_eq!(sim.active(NET_B, NET_A), ["NODE-1"]);
+    // NODE-1's interface on b goes down: it resigns a -> b on a at once, and is silent on b.
+    let now = sim.now;
+    sim.nodes[g1].mesh.set_iface_up(now, 1, false);
+    let sent: Vec<Send> = std::iter::from_fn(|| sim.nodes[g1].mesh.poll_send()).collect();
+    assert_eq!(
+        sent,
+        [Send {
+            iface: 0,
+            msg: MeshMsg::Resign {
+                node: "NODE-1".into(),
+                network: NET_B.into()
+            }
+        }]
+    );
+    for m in sent {
+        for (n, node) in sim.nodes.iter_mut().enumerate() {
+            if n != g1 {
+                node.mesh.handle(now, 0, &m.msg);
+            }
+        }
+    }
+    assert!(!sim.nodes[g1].mesh.forwards(0, 1) && !sim.nodes[g1].mesh.forwards(1, 0));
+    sim.run_for(Duration::from_millis(400), |_| {});
+    assert_eq!(sim.active(NET_A, NET_B), ["NODE-2"], "after the resign");
+    sim.run_for(Duration::from_millis(3600), |_| {});
+    assert_eq!(
+        sim.active(NET_B, NET_A),
+        ["NODE-2"],
+        "after two missed heartbeats"
+    );
+    // Nothing is ever sent on the lost interface; the node keeps quiet there.
+    assert!(sim.nodes[g1].mesh.poll_timeout().is_some());
+    // Back: it announces, listens, and does not take over.
+    let now = sim.now;
+    sim.nodes[g1].mesh.set_iface_up(now, 1, true);
+    sim.run_for(Duration::from_secs(20), |s| {
+        assert_eq!(s.active(NET_A, NET_B), ["NODE-2"], "at {:?}", s.now);
+        assert_eq!(s.active(NET_B, NET_A), ["NODE-2"], "at {:?}", s.now);
+    });
+    // A standby that loses an interface withdraws its announce instead.
+    let now = sim.now;
+    sim.nodes[g1].mesh.set_iface_up(now, 0, false);
+    let sent: Vec<Send> = std::iter::from_fn(|| sim.nodes[g1].mesh.poll_send()).collect();
+    assert_eq!(
+        sent,
+        [Send {
+            iface: 1,
+            msg: MeshMsg::Announce {
+                node: "NODE-1".into(),
+                network: NET_A.into(),
+                hops: None
+            }
+        }]
+    );
+}
