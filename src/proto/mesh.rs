@@ -31,6 +31,8 @@
 //!   answers with its own announces there: a node that started after this one's last
 //!   announce would otherwise not know it for up to 150 s, elect itself, and two gateways
 //!   would forward the same traffic.
+//! - A node that hears `elect` answers with its own (at most once per `miss_after` per
+//!   network and segment, so elections do not echo) and re-runs the election there.
 //! - A node with one interface takes part in elections (it may be asked) but never wins one:
 //!   it reaches no other network.
 
@@ -196,6 +198,8 @@ pub struct Mesh {
     started: Duration,
     /// Interfaces lost (down, or their address gone): nothing is sent or heard there.
     down: Vec<bool>,
+    /// (interface, network) -> when this node last sent `elect` there.
+    elect_sent: BTreeMap<(usize, String), Duration>,
 }
 
 impl Mesh {
@@ -211,6 +215,7 @@ impl Mesh {
             out: VecDeque::new(),
             started: now,
             down: Vec::new(),
+            elect_sent: BTreeMap::new(),
         };
         m.down = vec![false; m.cfg.interfaces.len()];
         for (i, _) in m.cfg.interfaces.iter().enumerate() {
@@ -382,7 +387,12 @@ impl Mesh {
                     }
                 }
             }
-            MeshMsg::Elect { network, .. } => self.elect(now, iface, network),
+            MeshMsg::Elect { network, .. } => {
+                // Someone forced an election: take part with our own `elect` (once per
+                // 1.5 s per network and segment, so elections do not echo forever).
+                self.send_elect(now, iface, network);
+                self.elect(now, iface, network);
+            }
             MeshMsg::Resign { node, network } => {
                 self.drop_routes(iface, network, node);
                 if let Some(lane) = self.lanes.get_mut(&(iface, network.clone())) {
@@ -393,6 +403,26 @@ impl Mesh {
                 self.elect(now, iface, network);
             }
         }
+    }
+
+    /// Sends `elect` for `network` on `iface` unless this node did within `miss_after`.
+    fn send_elect(&mut self, now: Duration, iface: usize, network: &str) {
+        let key = (iface, network.to_owned());
+        let recent = self
+            .elect_sent
+            .get(&key)
+            .is_some_and(|t| now.saturating_sub(*t) < self.cfg.miss_after);
+        if recent {
+            return;
+        }
+        self.elect_sent.insert(key, now);
+        self.out.push_back(Send {
+            iface,
+            msg: MeshMsg::Elect {
+                node: self.cfg.node.clone(),
+                network: network.to_owned(),
+            },
+        });
     }
 
     fn drop_routes(&mut self, iface: usize, network: &str, node: &str) {
@@ -476,13 +506,7 @@ impl Mesh {
                     let lane = self.lanes.get_mut(&(iface, network.clone())).expect("lane");
                     lane.gateway = None;
                     lane.last_heartbeat = now;
-                    self.out.push_back(Send {
-                        iface,
-                        msg: MeshMsg::Elect {
-                            node: self.cfg.node.clone(),
-                            network: network.clone(),
-                        },
-                    });
+                    self.send_elect(now, iface, &network);
                     self.elect(now, iface, &network);
                 }
                 _ => {}

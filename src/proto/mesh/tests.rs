@@ -426,3 +426,33 @@ fn a_gateway_that_loses_an_interface_resigns_and_does_not_take_back_when_it_retu
         }]
     );
 }
+
+#[test]
+fn a_forced_election_is_answered_once_and_keeps_the_best_gateway() {
+    let mut sim = Sim::new(0);
+    let g1 = sim.add("NODE-1", &[NET_A, NET_B], 1);
+    let plain = sim.add("NODE-0", &[NET_A], 3);
+    sim.run_for(Duration::from_secs(5), |_| {});
+    assert_eq!(sim.active(NET_A, NET_B), ["NODE-1"]);
+    let elect = MeshMsg::Elect {
+        node: "NODE-9".into(),
+        network: NET_B.into(),
+    };
+    let now = sim.now;
+    for n in [g1, plain] {
+        sim.nodes[n].mesh.handle(now, 0, &elect);
+        let elects: Vec<Send> = std::iter::from_fn(|| sim.nodes[n].mesh.poll_send())
+            .filter(|s| matches!(s.msg, MeshMsg::Elect { .. }))
+            .collect();
+        assert_eq!(elects.len(), 1, "node {n} answers with its own elect");
+        assert_eq!(elects[0].iface, 0);
+        // Again at once: not answered again.
+        sim.nodes[n].mesh.handle(now + STEP, 0, &elect);
+        assert!(std::iter::from_fn(|| sim.nodes[n].mesh.poll_send())
+            .all(|s| !matches!(s.msg, MeshMsg::Elect { .. })));
+    }
+    // The gateway was still the best candidate: it kept its role.
+    sim.run_for(Duration::from_secs(10), |s| {
+        assert_eq!(s.active(NET_A, NET_B), ["NODE-1"], "at {:?}", s.now);
+    });
+}
