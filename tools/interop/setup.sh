@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tools/interop/ needs on Debian 12: from apt liblo-tools (oscsend, oscdump,
-# oscsendfile), nodejs + npm and supercollider-language (sclang, without recommends); a Python
+# oscsendfile), nodejs + npm, supercollider-language (sclang) and puredata-core (pd), without
+# recommends; a Python
 # venv at tools/interop/.venv with a pinned python-osc; npm `osc` at the exact version in
 # package.json / package-lock.json, under tools/interop/node_modules. Safe to run repeatedly:
 # when everything is already there it only runs a few quick checks and touches nothing.
@@ -50,6 +51,11 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if ! command -v sclang >/dev/null 2>&1; then
     missing+=(supercollider-language)
+fi
+# oschat_scenarios.py: Pure Data without GUI or externals ([oscformat] and [netsend -u -b] are
+# part of vanilla Pd).
+if ! command -v pd >/dev/null 2>&1; then
+    missing+=(puredata-core)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
