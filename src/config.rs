@@ -249,6 +249,8 @@ pub struct Websocket {
     pub timeout_s: u64,
     /// Frames queued per session before the slow-reader policy applies.
     pub queue_limit: usize,
+    /// WebSocket sessions at once.
+    pub max_sessions: usize,
 }
 
 impl Default for Websocket {
@@ -259,6 +261,7 @@ impl Default for Websocket {
             ping_s: 15,
             timeout_s: 45,
             queue_limit: 4096,
+            max_sessions: 1000,
         }
     }
 }
@@ -507,6 +510,7 @@ impl Config {
         for q in [
             ("router.queue_limit", r.queue_limit),
             ("websocket.queue_limit", w.queue_limit),
+            ("websocket.max_sessions", w.max_sessions),
         ] {
             if q.1 == 0 {
                 return err(q.0, "must be at least 1".into());

@@ -8,7 +8,7 @@
 //! counters at debug level, and a warning (at most one per 10 s) if malformed packets or drops
 //! because a queue was full were counted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::engine::bus::{
-    ConnId, ControlMsg, Dest, Endpoint, Member, RouterGroup, RouterSnap, Shared, Snapshot, Waker,
-    WorkerMsg, GROUP, INGRESS_CLASSES, PATRON, STRANGER,
+    ConnId, ControlMsg, Dest, EdgeMsg, Endpoint, Joined, Member, Refusal, RouterGroup, RouterSnap,
+    Shared, Snapshot, Waker, WorkerMsg, WsOpen, GROUP, INGRESS_CLASSES, PATRON, STRANGER,
 };
 use crate::engine::chat::{self, ChatIface};
 use crate::engine::counters::{self, C};
@@ -26,6 +26,10 @@ use crate::proto::chatnode::ChatNode;
 use crate::proto::messenger::{Action as MAction, Gateway, GATEWAY_PREFIX};
 use crate::proto::router::{Action as RAction, Router};
 use crate::route::{Action, CompileError, DropReason, Matcher, Protocol, RouteTableBuilder, Rule};
+use crate::status::{
+    ChatIfaceStatus, ChatRoomStatus, ChatStatus, ChatUserStatus, ControlStatus, GroupStatus,
+    LaneStatus, MessengerStatus, PatronStatus, RouterStatus, RouterUserStatus, WsSessionStatus,
+};
 
 /// Control messages handled per loop iteration before timers and publishing get their turn.
 const DRAIN_BUDGET: usize = 4096;
@@ -33,6 +37,8 @@ const DRAIN_BUDGET: usize = 4096;
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often counters are logged and checked.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How often the status the edge shows is rebuilt.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// How often the OSChat interfaces are checked.
 const IFACE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -110,6 +116,87 @@ pub struct Control {
     pub oschat: Option<ChatNode>,
     /// Its interfaces, watched for loss (link down, address gone) and return.
     pub chat_ifaces: Vec<ChatIface>,
+    /// WebSocket sessions on a bus, by session id.
+    pub ws: BTreeMap<u64, WsOpen>,
+    /// The most WebSocket sessions at once.
+    pub max_ws: usize,
+    /// Answers to WebSocket sessions' requests, sent once the membership is published.
+    pub ws_replies: Vec<(u64, Joined)>,
+    /// WebSocket membership changed.
+    pub ws_dirty: bool,
+    /// Someone reads the status (the edge runs): rebuild it twice a second. Off, the control
+    /// thread allocates nothing while traffic flows.
+    pub publish_status: bool,
+}
+
+impl Control {
+    /// A control thread for these state machines (no WebSocket session yet).
+    pub fn new(
+        messenger: Option<Gateway<Endpoint>>,
+        router: Option<Router<ConnId>>,
+        oschat: Option<ChatNode>,
+        chat_ifaces: Vec<ChatIface>,
+        max_ws: usize,
+    ) -> Control {
+        Control {
+            messenger,
+            router,
+            oschat,
+            chat_ifaces,
+            ws: BTreeMap::new(),
+            max_ws,
+            ws_replies: Vec::new(),
+            ws_dirty: false,
+            publish_status: false,
+        }
+    }
+
+    /// A WebSocket session asks to join a bus.
+    fn ws_open(&mut self, open: WsOpen) {
+        let session = open.session;
+        let refuse = |code: &str, message: String| {
+            Err(Refusal {
+                code: code.to_owned(),
+                message,
+            })
+        };
+        let result = if self.ws.len() >= self.max_ws {
+            refuse(
+                "too_many_sessions",
+                format!("{} WebSocket sessions already", self.ws.len()),
+            )
+        } else if open.bus == "messenger" {
+            if self.messenger.is_some() {
+                Ok(())
+            } else {
+                refuse(
+                    "bus_unavailable",
+                    "the Messenger gateway is not running".into(),
+                )
+            }
+        } else {
+            refuse(
+                "unknown_bus",
+                format!(
+                    "{:?} is not a bus this gateway offers (\"messenger\")",
+                    open.bus
+                ),
+            )
+        };
+        if result.is_ok() {
+            tracing::info!(session, bus = %open.bus, agent = %open.client_agent, "websocket session joined");
+            self.ws.insert(session, open);
+            self.ws_dirty = true;
+        }
+        self.ws_replies.push((session, result));
+    }
+
+    fn ws_closed(&mut self, session: u64) {
+        if self.ws.remove(&session).is_some() {
+            tracing::info!(session, "websocket session left");
+            self.ws_dirty = true;
+        }
+    }
 }
 
 /// Runs the control thread until `stop` is set; then sends every patron its shutdown message,
@@ -121,6 +208,7 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut last_totals = [0u64; counters::COUNT];
     let mut last_refused = 0u64;
     let mut last_iface_check = Instant::now();
+    let mut last_status: Option<Instant> = None;
     let mut ifaces_up = vec![true; ctl.chat_ifaces.len()];
     loop {
         let now = start.elapsed();
@@ -161,6 +249,8 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                         node.heard(now, usize::from(iface), key, first, forwarded, &packet);
                     }
                 }
+                ControlMsg::WsOpen(open) => ctl.ws_open(open),
+                ControlMsg::WsClosed(session) => ctl.ws_closed(session),
                 ControlMsg::Closed(c) => {
                     if let Some(gw) = ctl.messenger.as_mut() {
                         gw.endpoint_closed(Endpoint::Tcp(c));
@@ -199,6 +289,10 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
             }
         }
         apply(&mut ctl, &shared);
+        if ctl.publish_status && last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+            last_status = Some(Instant::now());
+            shared.status.store(Arc::new(build_status(&ctl, now)));
+        }
         if last_report.elapsed() >= REPORT_EVERY {
             last_report = Instant::now();
             report(&shared, &mut last_totals);
@@ -260,6 +354,104 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     }
 }
 
+/// What the control thread knows, for the status page, API and metrics.
+fn build_status(ctl: &Control, now: Duration) -> ControlStatus {
+    ControlStatus {
+        messenger: ctl.messenger.as_ref().map(|g| MessengerStatus {
+            patrons: g
+                .patrons()
+                .map(|p| PatronStatus {
+                    endpoint: p.endpoint.to_string(),
+                    uid: p.uid.to_owned(),
+                    admitted_s: now.saturating_sub(p.admitted_at).as_secs(),
+                    idle_s: now.saturating_sub(p.last_heard).as_secs(),
+                })
+                .collect(),
+        }),
+        router: ctl.router.as_ref().map(|r| RouterStatus {
+            groups: r
+                .groups()
+                .map(|g| GroupStatus {
+                    name: g.name.to_owned(),
+                    users: g
+                        .users
+                        .iter()
+                        .map(|(name, conns)| RouterUserStatus {
+                            name: (*name).to_owned(),
+                            connections: conns.len(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+        oschat: ctl
+            .oschat
+            .as_ref()
+            .map(|n| chat_status(n, &ctl.chat_ifaces)),
+        websocket: ctl
+            .ws
+            .values()
+            .map(|o| WsSessionStatus {
+                session: o.session.to_string(),
+                bus: o.bus.clone(),
+                client_type: o.client_type.clone(),
+                client_agent: o.client_agent.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn chat_status(n: &ChatNode, ifaces: &[ChatIface]) -> ChatStatus {
+    use crate::proto::mesh::Role;
+    let mesh = n.mesh();
+    let segment = |i: usize| ifaces.get(i).map(|f| f.network()).unwrap_or_default();
+    ChatStatus {
+        node: mesh.node().to_owned(),
+        interfaces: ifaces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ChatIfaceStatus {
+                name: f.name.clone(),
+                address: f.addr.to_string(),
+                network: f.network(),
+                up: mesh.is_up(i),
+            })
+            .collect(),
+        lanes: mesh
+            .lanes()
+            .map(|(i, network, role, gateway)| LaneStatus {
+                segment: segment(i),
+                network: network.to_owned(),
+                role: match role {
+                    Role::Active => "active",
+                    Role::Waiting(_) => "waiting",
+                    Role::Standby => "standby",
+                },
+                gateway: match role {
+                    Role::Active => Some(mesh.node().to_owned()),
+                    _ => gateway.map(str::to_owned),
+                },
+            })
+            .collect(),
+        users: n
+            .presence()
+            .users()
+            .map(|(name, connectable)| ChatUserStatus {
+                name: name.to_owned(),
+                connectable,
+            })
+            .collect(),
+        rooms: n
+            .presence()
+            .rooms()
+            .map(|(name, users)| ChatRoomStatus {
+                name: name.to_owned(),
+                users: users.into_iter().map(str::to_owned).collect(),
+            })
+            .collect(),
+    }
+}
+
 /// Tells the OSChat node which of its interfaces were lost (down, or their address gone) or
 /// came back since the last check.
 fn watch_ifaces(node: &mut ChatNode, ifaces: &[ChatIface], up: &mut [bool], now: Duration) {
@@ -305,14 +497,27 @@ fn apply(ctl: &mut Control, shared: &Shared) {
             }
         }
     }
-    // Router replies go out before the membership they belong to is published: the workers
-    // run their mailbox before routing with a new table, so a newcomer hears its register
-    // answer and the user list before any group traffic (what it sends meanwhile is held by
-    // its worker until the table shows it registered).
-    dispatch(shared, std::mem::take(&mut sends));
+    // Router replies to connections not routed yet (a newcomer's register answer and user
+    // list, a refusal) go out before the membership they belong to is published: the workers
+    // run their mailbox before routing with a new table, so a newcomer hears them before any
+    // group traffic (what it sends meanwhile is held by its worker until the table shows it
+    // registered). Replies to members already routed (the user list naming the newcomer) go
+    // out after: a member that reacts to it at once must reach the newcomer.
+    let (early, late): (Vec<_>, Vec<_>) = {
+        let snap = shared.snapshot.load();
+        std::mem::take(&mut sends)
+            .into_iter()
+            .partition(|(to, _)| match to {
+                Endpoint::Tcp(c) => !snap.router.conns.contains_key(c),
+                _ => true,
+            })
+    };
+    dispatch(shared, early);
+    sends = late;
     if let Some(gw) = ctl.messenger.as_mut() {
         messenger_actions(gw, shared, &mut sends, &mut dirty);
     }
+    dirty |= std::mem::take(&mut ctl.ws_dirty);
     if let Some(node) = ctl.oschat.as_mut() {
         // What the node broadcasts (a catch-up flush above all) goes out before the flags
         // that start the fast path forwarding are published: workers run their mailbox
@@ -336,8 +541,17 @@ fn apply(ctl: &mut Control, shared: &Shared) {
     if dirty {
         publish(ctl, shared);
     }
-    // Messenger replies after: a patron that hears `accept` is already routed as one.
+    // Messenger replies after: a patron that hears `accept` is already routed as one; so
+    // are WebSocket sessions told they joined.
     dispatch(shared, sends);
+    if !ctl.ws_replies.is_empty() {
+        for (session, result) in ctl.ws_replies.drain(..) {
+            if !shared.edge.push(EdgeMsg::Opened { session, result }) {
+                tracing::warn!(session, "edge queue full: websocket session answer dropped");
+            }
+        }
+        shared.edge.wake();
+    }
     // After the sends: a refused connection gets its error message first.
     for c in closes {
         let w = shared.worker_for(&Endpoint::Tcp(c));
@@ -392,10 +606,17 @@ fn messenger_actions(
 
 /// Compiles and publishes the snapshot for the current membership.
 fn publish(ctl: &Control, shared: &Shared) {
-    let patrons: Option<Vec<Endpoint>> = ctl
-        .messenger
-        .as_ref()
-        .map(|g| g.patrons().map(|p| p.endpoint).collect());
+    let patrons: Option<Vec<Endpoint>> = ctl.messenger.as_ref().map(|g| {
+        g.patrons()
+            .map(|p| p.endpoint)
+            .chain(
+                ctl.ws
+                    .values()
+                    .filter(|o| o.bus == "messenger")
+                    .map(|o| Endpoint::Ws(o.session)),
+            )
+            .collect()
+    });
     let mut snap = match messenger_snapshot(patrons.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -426,6 +647,11 @@ fn publish(ctl: &Control, shared: &Shared) {
         }
     }
     shared.snapshot.store(Arc::new(snap));
+    // Workers pick the new table up at their next turn; wake them so that one holding a
+    // newcomer's register answer (until its table shows it registered) sends it now.
+    for w in shared.workers.iter() {
+        w.mailbox.wake();
+    }
 }
 
 /// Logs the summed counters, and a warning for malformed input or full queues since the last

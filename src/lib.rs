@@ -11,9 +11,11 @@
 pub mod config;
 pub mod control;
 pub mod dedupe;
+pub mod edge;
 pub mod engine;
 pub mod proto;
 pub mod route;
+pub mod status;
 pub(crate) mod sync;
 pub mod text;
 pub mod url;

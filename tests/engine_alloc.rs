@@ -44,7 +44,7 @@ fn drain(patrons: &[UdpSocket], want: usize) -> usize {
 fn run(driver: Driver, port: u16) {
     let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 78, 1), port);
     let cfg = Config::from_toml(&format!(
-        "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n[router]\nenabled = false\n[messenger]\ngroup = \"{group}\"\n\
+        "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n[http]\nenabled = false\n[router]\nenabled = false\n[messenger]\ngroup = \"{group}\"\n\
          interface = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\nttl = 0\n"
     ))
     .unwrap();

@@ -45,7 +45,7 @@ impl Gw {
     fn start_with(driver: Driver, engine: &str, extra: &str) -> Gw {
         let group = fresh_group();
         let toml = format!(
-            "[engine]\nworkers = 2\npin_workers = false\n{engine}\n[oschat]\nenabled = false\n\
+            "[engine]\nworkers = 2\npin_workers = false\n{engine}\n[oschat]\nenabled = false\n[http]\nenabled = false\n\
              [router]\nenabled = false\n\
              [messenger]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
              ttl = 0\n{extra}"
@@ -536,6 +536,23 @@ fn tcp_patrons_in_both_framings_join_and_exchange(d: Driver) {
     for i in 0..500 {
         let p = t1.next("T1", Duration::from_secs(3)).expect("lost a frame");
         assert_eq!(p, msg("/seq", vec![OscType::Int(i)]));
+    }
+    // A burst larger than one read's budget (256 KiB) in a single write: the rest is read
+    // in the next turns, not left in the socket until more data comes.
+    let mut burst = Vec::new();
+    for i in 0..600 {
+        let m = msg("/big", vec![OscType::Int(i), OscType::Blob(vec![9; 1024])]);
+        oscgate::wire::framing::encode_slip(&m, &mut burst);
+    }
+    t2.s.write_all(&burst).unwrap();
+    for i in 0..600 {
+        let p = t1
+            .next("T1", Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("frame {i} of the burst never arrived"));
+        assert_eq!(
+            p,
+            msg("/big", vec![OscType::Int(i), OscType::Blob(vec![9; 1024])])
+        );
     }
 }
 

@@ -27,7 +27,7 @@ struct Node {
 
 impl Node {
     fn start(driver: Driver) -> Node {
-        let toml = "[engine]\nworkers = 2\npin_workers = false\n[messenger]\nenabled = false\n\
+        let toml = "[engine]\nworkers = 2\npin_workers = false\n[messenger]\nenabled = false\n[http]\nenabled = false\n\
                     [router]\nenabled = false\n[oschat]\ninterfaces = [\"lo\"]\nport = 0\n\
                     node = \"00000000-0000-0000-0000-00000000000A\"\n";
         let engine = Engine::start(&Config::from_toml(toml).unwrap(), Some(driver)).unwrap();

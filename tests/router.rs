@@ -27,7 +27,7 @@ struct Rt {
 impl Rt {
     fn start(d: Driver, extra: &str) -> Rt {
         let toml = format!(
-            "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n[messenger]\nenabled = false\n\
+            "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n[http]\nenabled = false\n[messenger]\nenabled = false\n\
              [router]\nlisten = \"127.0.0.1:0\"\nlisten_slip = \"127.0.0.1:0\"\n{extra}"
         );
         let engine = Engine::start(&Config::from_toml(&toml).unwrap(), Some(d)).unwrap();

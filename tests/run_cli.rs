@@ -45,6 +45,7 @@ fn start(name: &str, driver: &str, port: u16) -> Daemon {
         &format!(
             "[engine]\nworkers = 2\n[oschat]\ninterfaces = [\"lo\"]\nport = 0\n\
              [router]\nlisten = \"127.0.0.1:0\"\nlisten_slip = \"127.0.0.1:0\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\
              [messenger]\ngroup = \"239.255.79.1:{port}\"\n\
              interface = \"127.0.0.1\"\nlisten = \"127.0.0.1:{port}\"\nttl = 0\n"
         ),
@@ -72,6 +73,7 @@ fn start(name: &str, driver: &str, port: u16) -> Daemon {
         _dir: dir,
     };
     let mut oschat = false;
+    let mut http = false;
     loop {
         let line = d
             .out
@@ -79,9 +81,11 @@ fn start(name: &str, driver: &str, port: u16) -> Daemon {
             .expect("oscgate run never said it was running");
         if line == "oscgate: running" {
             assert!(oschat, "no oschat line before \"running\"");
+            assert!(http, "no http line before \"running\"");
             return d;
         }
         oschat |= line.starts_with("oscgate: oschat node ") && line.contains("(lo 127.0.0.0/8)");
+        http |= line.starts_with("oscgate: http on 127.0.0.1:");
         assert!(line.starts_with("oscgate: "), "unexpected stdout {line:?}");
         assert!(line.contains(&format!("driver {driver}")), "{line}");
     }

@@ -40,7 +40,7 @@ impl Venue {
     fn start(driver: Driver) -> Venue {
         let group = fresh_group();
         let toml = format!(
-            "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n[router]\nenabled = false\n\
+            "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n[http]\nenabled = false\n[router]\nenabled = false\n\
              [messenger]\ngroup = \"{group}\"\ninterface = \"127.0.0.1\"\n\
              listen = \"127.0.0.1:0\"\nttl = 0\n"
         );

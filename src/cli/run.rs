@@ -51,12 +51,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&term))
             .context("installing signal handlers")?;
     }
-    if cfg.http.enabled {
-        tracing::warn!(
-            "[http] is enabled, but this build does not have that front door yet; it is not \
-             started"
-        );
-    }
     let engine = Engine::start(&cfg, args.driver)?;
     let choice = engine.driver();
     tracing::info!(driver = %choice.kind, why = %choice.why, "driver");
@@ -93,6 +87,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             c.node,
             c.port,
             ifaces.join(", "),
+            choice.kind
+        );
+    }
+    if let Some(http) = b.http {
+        tracing::info!(%http, "status page, metrics and websocket gateway running");
+        println!(
+            "oscgate: http on {http} (status /, /api/status, /metrics, websocket /gateway), \
+             driver {}",
             choice.kind
         );
     }

@@ -51,6 +51,8 @@ pub enum Endpoint {
     Udp(SocketAddr),
     /// A TCP connection.
     Tcp(ConnId),
+    /// A WebSocket gateway session (served by the edge thread).
+    Ws(u64),
 }
 
 impl fmt::Display for Endpoint {
@@ -58,6 +60,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Udp(a) => write!(f, "udp {a}"),
             Endpoint::Tcp(c) => write!(f, "{c}"),
+            Endpoint::Ws(s) => write!(f, "ws#{s}"),
         }
     }
 }
@@ -164,6 +167,84 @@ pub enum ControlMsg {
     },
     /// A TCP connection closed.
     Closed(ConnId),
+    /// A WebSocket session identified and asks to join a bus.
+    WsOpen(WsOpen),
+    /// A WebSocket session ended.
+    WsClosed(u64),
+}
+
+/// A WebSocket session's request to join a bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsOpen {
+    pub session: u64,
+    /// `messenger`, `router/<group>`, `oschat/<room>`.
+    pub bus: String,
+    pub client_type: String,
+    pub client_agent: String,
+}
+
+/// Why a WebSocket session may not join a bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The error frame's code (`unknown_bus`, `too_many_sessions`, ...).
+    pub code: String,
+    pub message: String,
+}
+
+/// The answer to a WebSocket session's request to join.
+pub type Joined = Result<(), Refusal>;
+
+/// What the engine tells the edge thread.
+#[derive(Debug)]
+pub enum EdgeMsg {
+    /// A packet for a session.
+    Deliver { session: u64, packet: Bytes },
+    /// The answer to [`ControlMsg::WsOpen`]: joined, or refused with an error code and text.
+    Opened { session: u64, result: Joined },
+}
+
+/// The queue to the edge thread, with its wake-up (the edge runs on tokio).
+pub struct EdgeLink {
+    queue: ArrayQueue<EdgeMsg>,
+    notify: tokio::sync::Notify,
+}
+
+impl EdgeLink {
+    pub fn new(capacity: usize) -> EdgeLink {
+        EdgeLink {
+            queue: ArrayQueue::new(capacity.max(1)),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues without waking; false if full.
+    pub fn push(&self, msg: EdgeMsg) -> bool {
+        self.queue.push(msg).is_ok()
+    }
+
+    /// Wakes the edge (a wake-up given while it is busy is kept for its next wait).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Edge side: the next message.
+    pub fn pop(&self) -> Option<EdgeMsg> {
+        self.queue.pop()
+    }
+
+    /// Edge side: waits for a wake-up.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// A job for one worker.
@@ -172,6 +253,8 @@ pub enum WorkerMsg {
     /// Send an OSC packet (unframed) to an endpoint this worker can reach (any UDP peer, or a
     /// TCP connection it owns).
     Send { to: Endpoint, packet: Bytes },
+    /// Route an OSC packet as if it had arrived from `from` (a WebSocket session's message).
+    Inject { from: Endpoint, packet: Bytes },
     /// Send an OSC packet to the Messenger group.
     SendGroup { packet: Bytes },
     /// Broadcast an OSC packet on OSChat interface `iface` (the worker owning those sockets).
@@ -274,6 +357,10 @@ pub struct Shared {
     pub epoch: std::time::Instant,
     /// The worker that owns the OSChat sockets, if OSChat runs.
     pub chat_worker: Option<usize>,
+    /// To the edge thread (WebSocket sessions).
+    pub edge: EdgeLink,
+    /// What the control thread knows, for the status page, API and metrics.
+    pub status: ArcSwap<crate::status::ControlStatus>,
 }
 
 impl Shared {
@@ -284,6 +371,7 @@ impl Shared {
         match to {
             Endpoint::Tcp(c) => usize::from(c.worker) % n,
             Endpoint::Udp(a) => (a.port() as usize) % n,
+            Endpoint::Ws(s) => (*s % n as u64) as usize,
         }
     }
 }

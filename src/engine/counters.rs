@@ -29,6 +29,10 @@ macro_rules! counters {
 
 counters! {
     Received => "received": "Packets received (datagrams, and TCP frames).",
+    RxMessenger => "rx_messenger": "Packets received by the Messenger front door (group, UDP and TCP patrons).",
+    RxRouter => "rx_router": "Packets (TCP frames) received by the tcposcrouter front door.",
+    RxOschat => "rx_oschat": "Datagrams received by the OSChat node.",
+    RxWebsocket => "rx_websocket": "Packets WebSocket gateway sessions sent to a bus.",
     Forwarded => "forwarded": "Deliveries handed to a socket or connection queue (one per destination).",
     Control => "control": "Packets passed to the control thread.",
     ControlQueueFull => "control_queue_full": "Control packets dropped because the control queue was full.",

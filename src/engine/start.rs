@@ -38,6 +38,8 @@ use crate::wire::framing::Framing;
 
 /// Capacity of each worker's mailbox.
 const WORKER_QUEUE: usize = 64 * 1024;
+/// Capacity of the queue to the edge thread.
+const EDGE_QUEUE: usize = 64 * 1024;
 
 /// Addresses the running engine listens on (ports resolved).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub struct Bound {
     pub router: Option<(SocketAddr, SocketAddr)>,
     /// The OSChat node, if it runs.
     pub oschat: Option<BoundChat>,
+    /// The HTTP listener (status, metrics, WebSocket gateway), if it runs.
+    pub http: Option<SocketAddr>,
 }
 
 /// The OSChat node as started.
@@ -73,6 +77,7 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     control: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<io::Result<()>>>,
+    edge: Option<crate::edge::Edge>,
 }
 
 impl Engine {
@@ -141,6 +146,7 @@ impl Engine {
             interface: None,
             router: bound_router,
             oschat: None,
+            http: None,
         };
         let mut gateway = None;
         if m.enabled {
@@ -254,6 +260,8 @@ impl Engine {
                 .collect(),
             epoch,
             chat_worker,
+            edge: super::bus::EdgeLink::new(EDGE_QUEUE),
+            status: ArcSwap::from_pointee(crate::status::ControlStatus::default()),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let max_targets = m.max_patrons + 16;
@@ -296,18 +304,23 @@ impl Engine {
                 })?;
             workers.push(handle);
         }
-        let ctl = Control {
-            messenger: gateway,
-            router: r
-                .enabled
+        let mut ctl = Control::new(
+            gateway,
+            r.enabled
                 .then(|| Router::new(RouterLimits::from_config(r), random_key())),
-            oschat: chat_node,
-            chat_ifaces: bound
+            chat_node,
+            bound
                 .oschat
                 .as_ref()
                 .map(|c| c.ifaces.clone())
                 .unwrap_or_default(),
-        };
+            if cfg.http.enabled && cfg.websocket.enabled {
+                cfg.websocket.max_sessions
+            } else {
+                0
+            },
+        );
+        ctl.publish_status = cfg.http.enabled;
         let control = {
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);
@@ -315,6 +328,57 @@ impl Engine {
                 .name("oscgate-control".into())
                 .spawn(move || control::run(ctl, shared, stop))?
         };
+        let mut edge = None;
+        if cfg.http.enabled {
+            let mut listening = Vec::new();
+            if let (Some(l), Some(g)) = (bound.messenger, bound.group) {
+                listening.push(("messenger patrons (udp+tcp)".to_owned(), l.to_string()));
+                listening.push(("messenger group".to_owned(), g.to_string()));
+            }
+            if let Some((a, b)) = bound.router {
+                listening.push(("router (len32)".to_owned(), a.to_string()));
+                listening.push(("router (slip)".to_owned(), b.to_string()));
+            }
+            if let Some(c) = &bound.oschat {
+                let ifaces: Vec<String> = c.ifaces.iter().map(|f| f.name.clone()).collect();
+                listening.push((
+                    "oschat".to_owned(),
+                    format!("udp {} on {}", c.port, ifaces.join(", ")),
+                ));
+            }
+            let setup = crate::edge::EdgeSetup {
+                http: cfg.http.clone(),
+                websocket: cfg.websocket.clone(),
+                slow_reader,
+                max_message: cfg.tcp.max_frame,
+                info: crate::edge::Info {
+                    driver: choice.kind.name().to_owned(),
+                    bound: listening,
+                    messenger: cfg.websocket.enabled && bound.messenger.is_some(),
+                },
+            };
+            let e = crate::edge::Edge::start(setup, Arc::clone(&shared));
+            match e {
+                Ok(e) => {
+                    bound.http = Some(e.addr());
+                    edge = Some(e);
+                }
+                Err(e) => {
+                    // Stop what runs before reporting the error.
+                    let mut partial = Engine {
+                        choice,
+                        bound,
+                        shared,
+                        stop,
+                        control: Some(control),
+                        workers,
+                        edge: None,
+                    };
+                    let _ = partial.stop_inner();
+                    return Err(e);
+                }
+            }
+        }
         Ok(Engine {
             choice,
             bound,
@@ -322,6 +386,7 @@ impl Engine {
             stop,
             control: Some(control),
             workers,
+            edge,
         })
     }
 
@@ -360,6 +425,7 @@ impl Engine {
     pub fn is_degraded(&self) -> bool {
         self.workers.iter().any(|w| w.is_finished())
             || self.control.as_ref().is_none_or(|c| c.is_finished())
+            || self.edge.as_ref().is_some_and(|e| e.is_finished())
     }
 
     /// Stops: every patron gets its shutdown message, then the workers flush and end.
@@ -368,6 +434,10 @@ impl Engine {
     }
 
     fn stop_inner(&mut self) -> anyhow::Result<()> {
+        // WebSocket sessions are closed first (they are told the gateway is going away).
+        if let Some(mut e) = self.edge.take() {
+            e.stop();
+        }
         self.stop.store(true, Ordering::Release);
         self.shared.control.wake();
         if let Some(c) = self.control.take() {
@@ -397,7 +467,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if self.control.is_some() || !self.workers.is_empty() {
+        if self.control.is_some() || !self.workers.is_empty() || self.edge.is_some() {
             let _ = self.stop_inner();
         }
     }

@@ -47,6 +47,9 @@ pub(crate) struct Held {
     pub(crate) bytes: usize,
     /// The connection is gone (since then); the packets wait for the register's answer.
     pub(crate) closed_at: Option<Instant>,
+    /// Packets for the connection (its register answer, its user list) that wait until this
+    /// worker routes it as registered, then go out first, in order.
+    pub(crate) replies: Vec<Bytes>,
 }
 
 impl Held {
@@ -56,6 +59,7 @@ impl Held {
             packets: Vec::new(),
             bytes: 0,
             closed_at: None,
+            replies: Vec::new(),
         }
     }
 }
@@ -412,6 +416,10 @@ impl TcpSide {
             let good = match frame {
                 Ok(packet) => {
                     counters.bump(C::Received);
+                    counters.bump(match door {
+                        Door::Messenger => C::RxMessenger,
+                        Door::Router => C::RxRouter,
+                    });
                     match door {
                         Door::Messenger => {
                             state.route(Some(from), ip, packet, Origin::Stream, out);

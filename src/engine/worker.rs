@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::bus::{ControlMsg, Dest, Endpoint, Shared, Snapshot, WorkerMsg, GROUP};
+use super::bus::{ControlMsg, Dest, EdgeMsg, Endpoint, Shared, Snapshot, WorkerMsg, GROUP};
 use super::counters::{Counters, C};
 use super::driver::{Driver, Handler, Out, Rx, SockIdx, FIRST_WORKER_TOKEN};
 use super::tcp_side::{Door, DoorSettings, TcpSide};
@@ -119,6 +119,11 @@ pub(crate) struct State {
     split_ctl: Vec<std::ops::Range<usize>>,
     /// Wake the control thread at the end of the turn.
     wake_control: bool,
+    /// Wake the edge thread at the end of the turn.
+    wake_edge: bool,
+    /// Packets WebSocket sessions sent, to route at the end of the turn (bounded by the
+    /// mailbox they came through).
+    injected: std::collections::VecDeque<(Endpoint, Bytes)>,
     /// Other workers to wake at the end of the turn (bit per worker id, up to 64).
     wake_workers: u64,
 }
@@ -219,6 +224,21 @@ impl State {
                     Some(s) => (s, *a),
                     None => continue,
                 },
+                Dest::Peer(Endpoint::Ws(session)) => {
+                    let packet = owned
+                        .get_or_insert_with(|| self.tcp.framer.raw(payload))
+                        .clone();
+                    if self.shared.edge.push(EdgeMsg::Deliver {
+                        session: *session,
+                        packet,
+                    }) {
+                        self.wake_edge = true;
+                        delivered += 1;
+                    } else {
+                        self.counters().bump(C::EgressQueueFull);
+                    }
+                    continue;
+                }
                 Dest::Peer(Endpoint::Tcp(c)) => {
                     if c.worker == self.id {
                         let counters = &self.shared.workers[usize::from(self.id)].counters;
@@ -511,6 +531,11 @@ impl State {
                 continue;
             };
             self.tcp.held_total -= h.bytes;
+            let counters = &self.shared.workers[usize::from(self.id)].counters;
+            for p in &h.replies {
+                self.tcp.begin_packet();
+                self.tcp.deliver_local(c, p, counters);
+            }
             for p in h.packets {
                 let good = self.route_router_with(&snap, c, h.ip, &p);
                 // Garbage held while the register was answered counts like any (a connection
@@ -631,9 +656,38 @@ impl State {
                     }
                 }
                 WorkerMsg::Send {
+                    to: Endpoint::Ws(session),
+                    packet,
+                } => {
+                    if self.shared.edge.push(EdgeMsg::Deliver { session, packet }) {
+                        self.wake_edge = true;
+                    } else {
+                        link.counters.bump(C::EgressQueueFull);
+                    }
+                }
+                WorkerMsg::Inject { from, packet } => self.injected.push_back((from, packet)),
+                WorkerMsg::Send {
                     to: Endpoint::Tcp(c),
                     packet,
                 } => {
+                    // A router connection's register answer is sent once this worker routes
+                    // it as registered: whatever the client does when it has the answer (or
+                    // has others do) then reaches it.
+                    let registered = self
+                        .snap
+                        .as_ref()
+                        .is_some_and(|s| s.router.conns.contains_key(&c));
+                    if let Some(h) = self.tcp.router_held.get_mut(&c) {
+                        if !registered {
+                            h.replies.push(packet);
+                            continue;
+                        }
+                        // Registered now: what waited goes first.
+                        for p in std::mem::take(&mut h.replies) {
+                            self.tcp.begin_packet();
+                            self.tcp.deliver_local(c, &p, &link.counters);
+                        }
+                    }
                     // A new packet: the frames cached for the last one must not be reused.
                     self.tcp.begin_packet();
                     self.tcp.deliver_local(c, &packet, &link.counters);
@@ -652,6 +706,13 @@ impl State {
                     }
                 }
                 WorkerMsg::Close(c) => {
+                    // A refused register: its answer goes out before the close.
+                    if let Some(h) = self.tcp.router_held.get_mut(&c) {
+                        for p in std::mem::take(&mut h.replies) {
+                            self.tcp.begin_packet();
+                            self.tcp.deliver_local(c, &p, &link.counters);
+                        }
+                    }
                     self.tcp.close_after_flush(c, &shared.control);
                     self.wake_control = true;
                 }
@@ -667,6 +728,9 @@ impl State {
     fn flush_wakes(&mut self) {
         if std::mem::take(&mut self.wake_control) {
             self.shared.control.wake();
+        }
+        if std::mem::take(&mut self.wake_edge) {
+            self.shared.edge.wake();
         }
         let mut mask = std::mem::take(&mut self.wake_workers);
         while mask != 0 {
@@ -709,6 +773,7 @@ impl Handler for State {
             return;
         }
         if Some(rx.sock) == self.group_sock {
+            self.counters().bump(C::RxMessenger);
             if self.self_sources.contains(&rx.from) {
                 self.counters().bump(C::DroppedSelf);
                 return;
@@ -719,8 +784,10 @@ impl Handler for State {
             .as_ref()
             .and_then(|c| c.socks.iter().position(|&s| s == rx.sock))
         {
+            self.counters().bump(C::RxOschat);
             self.route_chat(i, rx.payload, out);
         } else {
+            self.counters().bump(C::RxMessenger);
             let from = Endpoint::Udp(rx.from);
             self.route(Some(from), rx.from.ip(), rx.payload, Origin::Datagram, out);
         }
@@ -734,11 +801,23 @@ impl Handler for State {
     }
 
     fn turn_end(&mut self, out: &mut Out) {
+        // A WebSocket session's packets are routed like a TCP patron's (sent on as copies).
+        while let Some((from, packet)) = self.injected.pop_front() {
+            self.counters().bump(C::Received);
+            self.counters().bump(C::RxWebsocket);
+            self.route(
+                Some(from),
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                &packet,
+                Origin::Stream,
+                out,
+            );
+        }
         TcpSide::continue_reads(self, out);
     }
 
     fn busy(&self) -> bool {
-        self.tcp.busy()
+        self.tcp.busy() || !self.injected.is_empty()
     }
 }
 
@@ -839,6 +918,8 @@ pub fn run<D: Driver>(mut driver: D, setup: WorkerSetup, shared: Arc<Shared>) ->
         split_rest: Vec::new(),
         split_ctl: Vec::new(),
         wake_control: false,
+        wake_edge: false,
+        injected: std::collections::VecDeque::new(),
         wake_workers: 0,
     };
     tracing::debug!(worker = id, driver = %driver.kind(), "worker running");

@@ -575,6 +575,19 @@ impl Mesh {
         matches!(self.role(from, &net), Some(Role::Waiting(_)))
     }
 
+    /// This node's lanes: (interface, remote network, role there, the node last heard
+    /// heartbeating there).
+    pub fn lanes(&self) -> impl Iterator<Item = (usize, &str, Role, Option<&str>)> + '_ {
+        self.lanes
+            .iter()
+            .map(|((i, n), l)| (*i, n.as_str(), l.role, l.gateway.as_deref()))
+    }
+
+    /// This node's GUID.
+    pub fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
     /// Whether interface `iface` is in use (not lost).
     pub fn is_up(&self, iface: usize) -> bool {
         !self.is_down(iface)

@@ -298,6 +298,7 @@ impl Driver for UringDriver {
                 ring.release(d);
             }
         }
+        h.turn_end(&mut self.out);
         self.flush_owned();
         if let Some(ring) = self.ring.as_mut() {
             ring.submit()?;

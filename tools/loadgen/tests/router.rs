@@ -15,6 +15,7 @@ use oscgate_load::router::{run, RouterConfig};
 fn start(d: Driver, extra: &str) -> (Engine, SocketAddr, SocketAddr) {
     let toml = format!(
         "[engine]\nworkers = 2\npin_workers = false\n[messenger]\nenabled = false\n\
+         [oschat]\nenabled = false\n[http]\nenabled = false\n\
          [router]\nlisten = \"127.0.0.1:0\"\nlisten_slip = \"127.0.0.1:0\"\n{extra}"
     );
     let engine = Engine::start(&Config::from_toml(&toml).unwrap(), Some(d)).unwrap();
