@@ -124,6 +124,8 @@ pub struct Control {
     pub ws_replies: Vec<(u64, Joined)>,
     /// WebSocket membership changed.
     pub ws_dirty: bool,
+    /// WebSocket sessions registering with the router, until it answers.
+    pub router_pending: HashMap<ConnId, WsOpen>,
     /// Someone reads the status (the edge runs): rebuild it twice a second. Off, the control
     /// thread allocates nothing while traffic flows.
     pub publish_status: bool,
@@ -147,12 +149,13 @@ impl Control {
             max_ws,
             ws_replies: Vec::new(),
             ws_dirty: false,
+            router_pending: HashMap::new(),
             publish_status: false,
         }
     }
 
     /// A WebSocket session asks to join a bus.
-    fn ws_open(&mut self, open: WsOpen) {
+    fn ws_open(&mut self, now: Duration, open: WsOpen) {
         let session = open.session;
         let refuse = |code: &str, message: String| {
             Err(Refusal {
@@ -174,11 +177,32 @@ impl Control {
                     "the Messenger gateway is not running".into(),
                 )
             }
+        } else if let Some(group) = open.bus.strip_prefix("router/") {
+            match self.router.as_mut() {
+                None => refuse(
+                    "bus_unavailable",
+                    "the tcposcrouter router is not running".into(),
+                ),
+                Some(r) => match register_packet(&open, group) {
+                    None => refuse(
+                        "bad_identify",
+                        "a router bus needs a group name and a user (no NUL characters)".into(),
+                    ),
+                    Some(packet) => {
+                        // The router answers like for a TCP client; `apply` turns its answer
+                        // into `ready` or a refusal.
+                        let c = ConnId::edge(session);
+                        r.handle(now, c, &packet);
+                        self.router_pending.insert(c, open);
+                        return;
+                    }
+                },
+            }
         } else {
             refuse(
                 "unknown_bus",
                 format!(
-                    "{:?} is not a bus this gateway offers (\"messenger\")",
+                    "{:?} is not a bus this gateway offers (\"messenger\", \"router/GROUP\")",
                     open.bus
                 ),
             )
@@ -192,6 +216,18 @@ impl Control {
     }
 
     fn ws_closed(&mut self, session: u64) {
+        let c = ConnId::edge(session);
+        if let Some(r) = self.router.as_mut() {
+            // A router session leaves like a closed connection (its user list goes out).
+            if self.router_pending.remove(&c).is_some()
+                || self
+                    .ws
+                    .get(&session)
+                    .is_some_and(|o| o.bus.starts_with("router/"))
+            {
+                r.closed(c);
+            }
+        }
         if self.ws.remove(&session).is_some() {
             tracing::info!(session, "websocket session left");
             self.ws_dirty = true;
@@ -249,7 +285,7 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                         node.heard(now, usize::from(iface), key, first, forwarded, &packet);
                     }
                 }
-                ControlMsg::WsOpen(open) => ctl.ws_open(open),
+                ControlMsg::WsOpen(open) => ctl.ws_open(now, open),
                 ControlMsg::WsClosed(session) => ctl.ws_closed(session),
                 ControlMsg::Closed(c) => {
                     if let Some(gw) = ctl.messenger.as_mut() {
@@ -488,10 +524,36 @@ fn apply(ctl: &mut Control, shared: &Shared) {
     if let Some(r) = ctl.router.as_mut() {
         while let Some(a) = r.poll_action() {
             match a {
-                RAction::Send { to, packet } => sends.push((Endpoint::Tcp(to), packet)),
+                RAction::Send { to, packet } => {
+                    let answer = crate::wire::address::peek(&packet).is_ok_and(|p| {
+                        matches!(p, crate::wire::address::Peek::Message { address, .. }
+                            if crate::wire::address::has_prefix(address, b"/oscrouter/register/"))
+                    });
+                    if let Some(open) = answer.then(|| ctl.router_pending.remove(&to)).flatten() {
+                        // A WebSocket session's register answer: it joined (the client
+                        // hears `ready` once the membership is published).
+                        tracing::info!(session = open.session, bus = %open.bus, "websocket session joined");
+                        ctl.ws_replies.push((open.session, Ok(())));
+                        ctl.ws.insert(open.session, open);
+                        continue;
+                    }
+                    sends.push((Endpoint::Tcp(to), packet))
+                }
                 RAction::Close { conn, reason } => {
+                    if let Some(open) = ctl.router_pending.remove(&conn) {
+                        ctl.ws_replies.push((
+                            open.session,
+                            Err(Refusal {
+                                code: "refused".into(),
+                                message: format!("the router refused the register: {reason}"),
+                            }),
+                        ));
+                        continue;
+                    }
                     tracing::debug!(conn = %conn, %reason, "router connection refused");
-                    closes.push(conn);
+                    if conn.edge_session().is_none() {
+                        closes.push(conn);
+                    }
                 }
                 RAction::Membership => dirty = true,
             }
@@ -559,9 +621,24 @@ fn apply(ctl: &mut Control, shared: &Shared) {
     }
 }
 
-/// Queues each packet on the mailbox of the worker that owns its endpoint.
+/// Queues each packet on the mailbox of the worker that owns its endpoint (the edge's queue
+/// for a WebSocket session).
 fn dispatch(shared: &Shared, sends: Vec<(Endpoint, Vec<u8>)>) {
+    let mut edge = false;
     for (to, packet) in sends {
+        let session = match to {
+            Endpoint::Ws(s) => Some(s),
+            Endpoint::Tcp(c) => c.edge_session(),
+            Endpoint::Udp(_) => None,
+        };
+        if let Some(session) = session {
+            let packet = Bytes::from(packet);
+            if !shared.edge.push(EdgeMsg::Deliver { session, packet }) {
+                tracing::debug!(%to, "edge queue full: control reply dropped");
+            }
+            edge = true;
+            continue;
+        }
         let w = shared.worker_for(&to);
         let msg = WorkerMsg::Send {
             to,
@@ -571,6 +648,32 @@ fn dispatch(shared: &Shared, sends: Vec<(Endpoint, Vec<u8>)>) {
             tracing::debug!(%to, "worker mailbox full: control reply dropped");
         }
     }
+    if edge {
+        shared.edge.wake();
+    }
+}
+
+/// The `/oscrouter/register` a WebSocket session's identify stands for.
+fn register_packet(open: &WsOpen, group: &str) -> Option<Vec<u8>> {
+    use crate::wire::{write_message, Arg};
+    if group.is_empty() || open.user.is_empty() {
+        return None;
+    }
+    let mut p = Vec::new();
+    let id = (open.session & 0x7fff_ffff) as i32;
+    write_message(
+        &mut p,
+        crate::proto::router::REGISTER,
+        &[
+            Arg::str(&open.user),
+            Arg::str(&open.password),
+            Arg::str(group),
+            Arg::str(&open.group_password),
+            Arg::Int(id),
+        ],
+    )
+    .ok()?;
+    Some(p)
 }
 
 fn messenger_actions(

@@ -293,6 +293,7 @@ both_drivers!(
     malformed_frames_get_error_frames_and_the_session_goes_on,
     a_slow_reader_is_closed_and_the_others_keep_up,
     status_metrics_pages_and_the_admin_token,
+    sessions_join_tcposcrouter_groups_as_users,
 );
 
 fn json_sessions_are_patrons_of_the_messenger_bus(d: Driver) {
@@ -626,4 +627,120 @@ fn status_metrics_pages_and_the_admin_token(d: Driver) {
     let (code, _, demo) = gw.get("/demo", "");
     assert_eq!(code, 200);
     assert!(demo.contains("/gateway") || demo.contains("gateway?encoding=json"));
+}
+
+/// A tcposcrouter client over TCP with the length-prefix framing.
+struct RouterTcp {
+    s: TcpStream,
+    frames: common::Frames,
+}
+
+impl RouterTcp {
+    fn connect(addr: SocketAddr) -> RouterTcp {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        RouterTcp {
+            s,
+            frames: common::Frames::new(false),
+        }
+    }
+
+    fn send(&mut self, p: &[u8]) {
+        let mut f = (p.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(p);
+        self.s.write_all(&f).unwrap();
+    }
+
+    fn next(&mut self) -> OscMessage {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(p) = self.frames.take() {
+                match rosc::decoder::decode_udp(&p) {
+                    Ok((_, OscPacket::Message(m))) => return m,
+                    other => panic!("not a message: {other:?}"),
+                }
+            }
+            assert!(Instant::now() < end, "nothing from the router");
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) => panic!("the router closed"),
+                Ok(n) => self.frames.push(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn sessions_join_tcposcrouter_groups_as_users(d: Driver) {
+    let toml = "[engine]\nworkers = 2\npin_workers = false\n[oschat]\nenabled = false\n\
+                [messenger]\nenabled = false\n\
+                [router]\nlisten = \"127.0.0.1:0\"\nlisten_slip = \"127.0.0.1:0\"\n\
+                [http]\nlisten = \"127.0.0.1:0\"\n";
+    let engine = Engine::start(&Config::from_toml(toml).unwrap(), Some(d)).unwrap();
+    let http = engine.bound().http.unwrap();
+    let (len32, _) = engine.bound().router.unwrap();
+    let s = |v: &str| OscType::String(v.into());
+    let mut alice = RouterTcp::connect(len32);
+    alice.send(&osc(
+        "/oscrouter/register",
+        vec![s("alice"), s("a"), s("band"), s("g"), OscType::Int(1)],
+    ));
+    assert_eq!(alice.next().addr, "/oscrouter/register/alice/1");
+    assert_eq!(alice.next().args, [s("alice")]);
+    let connect = || {
+        let (mut sock, _) = tungstenite::connect(format!("ws://{http}/gateway")).unwrap();
+        if let MaybeTlsStream::Plain(t) = sock.get_mut() {
+            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let mut w = Ws { sock };
+        let h = w.json();
+        assert_eq!(h["buses"], json!(["router/GROUP"]), "{h}");
+        w
+    };
+    // The wrong group password: refused by the router, with its reason.
+    let mut w = connect();
+    w.send_json(
+        json!({"type": "identify", "bus": "router/band", "user": "web",
+        "password": "w", "group_password": "wrong"}),
+    );
+    w.refused("refused");
+    // The right one: a user of the group like any TCP client.
+    let mut w = connect();
+    w.send_json(
+        json!({"type": "identify", "bus": "router/band", "user": "web",
+        "password": "w", "group_password": "g", "client_type": "web"}),
+    );
+    assert_eq!(w.json()["type"], "ready");
+    // Everyone hears the user list naming the newcomer, the session too.
+    assert_eq!(alice.next().args, [s("alice"), s("web")]);
+    let ul = w.json();
+    assert_eq!(ul["address"], "/oscrouter/userlist", "{ul}");
+    assert_eq!(
+        ul["args"],
+        json!([{"type": "s", "value": "alice"}, {"type": "s", "value": "web"}])
+    );
+    // Both ways.
+    w.send_json(json!({"type": "osc", "address": "/jam", "args": [{"type": "i", "value": 3}]}));
+    assert_eq!(
+        alice.next(),
+        OscMessage {
+            addr: "/jam".into(),
+            args: vec![OscType::Int(3)]
+        }
+    );
+    alice.send(&osc("/back", vec![OscType::Float(1.5)]));
+    assert_eq!(
+        w.json(),
+        json!({"type": "osc", "address": "/back", "args": [{"type": "f", "value": 1.5}]})
+    );
+    // A private message carries the sender's name in place of the target.
+    w.send_json(json!({"type": "osc", "address": "/oscrouter/private",
+        "args": [{"type": "s", "value": "alice"}, {"type": "s", "value": "/p"}, {"type": "i", "value": 9}]}));
+    let m = alice.next();
+    assert_eq!(m.addr, "/oscrouter/private");
+    assert_eq!(m.args, [s("web"), s("/p"), OscType::Int(9)]);
+    // The session leaves: the user list goes out without it.
+    drop(w);
+    assert_eq!(alice.next().args, [s("alice")]);
 }

@@ -45,6 +45,8 @@ pub struct Info {
     pub bound: Vec<(String, String)>,
     /// Messenger on: the Messenger bus is offered.
     pub messenger: bool,
+    /// Router on: tcposcrouter groups are offered.
+    pub router: bool,
 }
 
 /// Settings of the edge.
@@ -221,6 +223,12 @@ impl SessionQueue {
 
     pub(crate) async fn notified(&self) {
         self.notify.notified().await;
+    }
+
+    /// Makes the next [`notified`](Self::notified) return at once (packets that arrived
+    /// while the session waited for its join answer are then sent).
+    pub(crate) fn kick(&self) {
+        self.notify.notify_one();
     }
 }
 

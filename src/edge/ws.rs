@@ -121,9 +121,12 @@ impl Session {
                 return self.refuse(enc, "unsupported_version", msg).await;
             }
         }
-        let mut buses = vec!["messenger".to_owned()];
-        if !self.app.setup.info.messenger {
-            buses.clear();
+        let mut buses = Vec::new();
+        if self.app.setup.info.messenger {
+            buses.push("messenger".to_owned());
+        }
+        if self.app.setup.info.router {
+            buses.push("router/GROUP".to_owned());
         }
         let hello = Frame::Handshake(Handshake {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -173,6 +176,9 @@ impl Session {
             bus: ident.bus.clone(),
             client_type: ident.client_type.clone(),
             client_agent: ident.client_agent.clone(),
+            user: ident.user.clone(),
+            password: ident.password.clone(),
+            group_password: ident.group_password.clone(),
         };
         if self
             .app
@@ -241,6 +247,8 @@ impl Session {
         );
         let mut stop = app.stop.clone();
         let mut bad_run = 0u32;
+        // Anything queued before `ready` (a router group's user list) goes out first.
+        q.kick();
         loop {
             let deadline = tokio::time::Instant::from_std(app.started + keep.deadline());
             tokio::select! {
@@ -340,7 +348,12 @@ impl Session {
             });
         }
         let shared = &self.app.shared;
-        let from = Endpoint::Ws(id);
+        // On a tcposcrouter bus the session is a router connection (served by the edge).
+        let from = if bus.starts_with("router/") {
+            Endpoint::Tcp(crate::engine::bus::ConnId::edge(id))
+        } else {
+            Endpoint::Ws(id)
+        };
         let w = shared.worker_for(&from);
         let msg = WorkerMsg::Inject {
             from,

@@ -38,6 +38,27 @@ pub struct ConnId {
     pub generation: u32,
 }
 
+/// The `worker` of a [`ConnId`] that stands for a WebSocket session on a tcposcrouter bus
+/// (served by the edge thread, not a worker).
+pub const EDGE_WORKER: u16 = u16::MAX;
+
+impl ConnId {
+    /// The connection id of WebSocket session `session` on a tcposcrouter bus.
+    pub fn edge(session: u64) -> ConnId {
+        ConnId {
+            worker: EDGE_WORKER,
+            slot: session as u32,
+            generation: (session >> 32) as u32,
+        }
+    }
+
+    /// The WebSocket session this id stands for, if it is one.
+    pub fn edge_session(&self) -> Option<u64> {
+        (self.worker == EDGE_WORKER)
+            .then(|| u64::from(self.slot) | (u64::from(self.generation) << 32))
+    }
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tcp#{}.{}.{}", self.worker, self.slot, self.generation)
@@ -174,13 +195,30 @@ pub enum ControlMsg {
 }
 
 /// A WebSocket session's request to join a bus.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WsOpen {
     pub session: u64,
     /// `messenger`, `router/<group>`, `oschat/<room>`.
     pub bus: String,
     pub client_type: String,
     pub client_agent: String,
+    /// tcposcrouter and OSChat: the user name.
+    pub user: String,
+    /// tcposcrouter: the user's and the group's passwords (never printed).
+    pub password: String,
+    pub group_password: String,
+}
+
+impl fmt::Debug for WsOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsOpen")
+            .field("session", &self.session)
+            .field("bus", &self.bus)
+            .field("client_type", &self.client_type)
+            .field("client_agent", &self.client_agent)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a WebSocket session may not join a bus.
@@ -369,7 +407,10 @@ impl Shared {
     pub fn worker_for(&self, to: &Endpoint) -> usize {
         let n = self.workers.len().max(1);
         match to {
-            Endpoint::Tcp(c) => usize::from(c.worker) % n,
+            Endpoint::Tcp(c) => match c.edge_session() {
+                Some(s) => (s % n as u64) as usize,
+                None => usize::from(c.worker) % n,
+            },
             Endpoint::Udp(a) => (a.port() as usize) % n,
             Endpoint::Ws(s) => (*s % n as u64) as usize,
         }

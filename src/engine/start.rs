@@ -355,6 +355,7 @@ impl Engine {
                     driver: choice.kind.name().to_owned(),
                     bound: listening,
                     messenger: cfg.websocket.enabled && bound.messenger.is_some(),
+                    router: cfg.websocket.enabled && bound.router.is_some(),
                 },
             };
             let e = crate::edge::Edge::start(setup, Arc::clone(&shared));

@@ -610,8 +610,17 @@ impl State {
         }
     }
 
-    /// Queues a packet for a TCP connection owned by another worker.
+    /// Queues a packet for a TCP connection owned by another worker (or for a WebSocket
+    /// session on a tcposcrouter bus, which the edge serves).
     fn deliver_remote(&mut self, c: super::bus::ConnId, packet: Bytes) -> bool {
+        if let Some(session) = c.edge_session() {
+            if self.shared.edge.push(EdgeMsg::Deliver { session, packet }) {
+                self.wake_edge = true;
+                return true;
+            }
+            self.counters().bump(C::EgressQueueFull);
+            return false;
+        }
         let Some(link) = self.shared.workers.get(usize::from(c.worker)) else {
             return false;
         };
@@ -805,13 +814,14 @@ impl Handler for State {
         while let Some((from, packet)) = self.injected.pop_front() {
             self.counters().bump(C::Received);
             self.counters().bump(C::RxWebsocket);
-            self.route(
-                Some(from),
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                &packet,
-                Origin::Stream,
-                out,
-            );
+            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            match from {
+                // A session on a tcposcrouter bus is a router connection.
+                Endpoint::Tcp(c) if c.edge_session().is_some() => {
+                    self.route_router(c, ip, &packet);
+                }
+                _ => self.route(Some(from), ip, &packet, Origin::Stream, out),
+            }
         }
         TcpSide::continue_reads(self, out);
     }
