@@ -24,6 +24,7 @@ use crate::engine::chat::{self, ChatIface};
 use crate::engine::counters::{self, C};
 use crate::proto::chatnode::ChatNode;
 use crate::proto::messenger::{Action as MAction, Gateway, GATEWAY_PREFIX};
+use crate::proto::oschat::Chat;
 use crate::proto::router::{Action as RAction, Router};
 use crate::route::{Action, CompileError, DropReason, Matcher, Protocol, RouteTableBuilder, Rule};
 use crate::status::{
@@ -124,6 +125,10 @@ pub struct Control {
     pub ws_replies: Vec<(u64, Joined)>,
     /// WebSocket membership changed.
     pub ws_dirty: bool,
+    /// Sequence numbers of what this node says for WebSocket users.
+    pub chat_seq: i64,
+    /// The time of the last loop (for events that carry none).
+    pub last_now: Duration,
     /// WebSocket sessions registering with the router, until it answers.
     pub router_pending: HashMap<ConnId, WsOpen>,
     /// Someone reads the status (the edge runs): rebuild it twice a second. Off, the control
@@ -150,6 +155,8 @@ impl Control {
             ws_replies: Vec::new(),
             ws_dirty: false,
             router_pending: HashMap::new(),
+            chat_seq: 0,
+            last_now: Duration::ZERO,
             publish_status: false,
         }
     }
@@ -177,6 +184,18 @@ impl Control {
                     "the Messenger gateway is not running".into(),
                 )
             }
+        } else if let Some(room) = open.bus.strip_prefix("oschat/") {
+            let name_ok = |n: &str| !n.is_empty() && !n.contains(['/', '\0']);
+            if self.oschat.is_none() {
+                refuse("bus_unavailable", "the OSChat node is not running".into())
+            } else if !name_ok(room) || !name_ok(&open.user) {
+                refuse(
+                    "bad_identify",
+                    "an OSChat bus needs a room and a user (no '/' in either)".into(),
+                )
+            } else {
+                Ok(())
+            }
         } else if let Some(group) = open.bus.strip_prefix("router/") {
             match self.router.as_mut() {
                 None => refuse(
@@ -202,13 +221,36 @@ impl Control {
             refuse(
                 "unknown_bus",
                 format!(
-                    "{:?} is not a bus this gateway offers (\"messenger\", \"router/GROUP\")",
+                    "{:?} is not a bus this gateway offers (\"messenger\", \"router/GROUP\", \
+                     \"oschat/ROOM\")",
                     open.bus
                 ),
             )
         };
         if result.is_ok() {
             tracing::info!(session, bus = %open.bus, agent = %open.client_agent, "websocket session joined");
+            if let (Some(room), Some(node)) =
+                (open.bus.strip_prefix("oschat/"), self.oschat.as_mut())
+            {
+                // The user says hello and joins the room, on every interface.
+                self.chat_seq += 1;
+                for c in [
+                    Chat::Hello {
+                        user: &open.user,
+                        seq: self.chat_seq,
+                    },
+                    Chat::Join {
+                        room,
+                        user: &open.user,
+                        seq: self.chat_seq,
+                    },
+                ] {
+                    let mut p = Vec::new();
+                    if c.write(&mut p).is_ok() {
+                        node.originate(now, &p);
+                    }
+                }
+            }
             self.ws.insert(session, open);
             self.ws_dirty = true;
         }
@@ -226,6 +268,30 @@ impl Control {
                     .is_some_and(|o| o.bus.starts_with("router/"))
             {
                 r.closed(c);
+            }
+        }
+        if let Some(open) = self.ws.get(&session) {
+            if let (Some(room), Some(node)) =
+                (open.bus.strip_prefix("oschat/"), self.oschat.as_mut())
+            {
+                // The user leaves the room and says goodbye.
+                self.chat_seq += 1;
+                for c in [
+                    Chat::Leave {
+                        room,
+                        user: &open.user,
+                        seq: self.chat_seq,
+                    },
+                    Chat::Goodbye {
+                        user: &open.user,
+                        seq: self.chat_seq,
+                    },
+                ] {
+                    let mut p = Vec::new();
+                    if c.write(&mut p).is_ok() {
+                        node.originate(self.last_now, &p);
+                    }
+                }
             }
         }
         if self.ws.remove(&session).is_some() {
@@ -248,6 +314,7 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut ifaces_up = vec![true; ctl.chat_ifaces.len()];
     loop {
         let now = start.elapsed();
+        ctl.last_now = now;
         for _ in 0..DRAIN_BUDGET {
             let Some(msg) = shared.control.pop() else {
                 break;
@@ -283,6 +350,20 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                 } => {
                     if let Some(node) = ctl.oschat.as_mut() {
                         node.heard(now, usize::from(iface), key, first, forwarded, &packet);
+                        if first {
+                            deliver_to_room(&ctl.ws, &shared, &packet, None);
+                        }
+                    }
+                }
+                ControlMsg::WsChat { session, packet } => {
+                    let in_room = ctl
+                        .ws
+                        .get(&session)
+                        .is_some_and(|o| o.bus.starts_with("oschat/"));
+                    if let (true, Some(node)) = (in_room, ctl.oschat.as_mut()) {
+                        if node.originate(now, &packet) {
+                            deliver_to_room(&ctl.ws, &shared, &packet, Some(session));
+                        }
                     }
                 }
                 ControlMsg::WsOpen(open) => ctl.ws_open(now, open),
@@ -649,6 +730,40 @@ fn dispatch(shared: &Shared, sends: Vec<(Endpoint, Vec<u8>)>) {
         }
     }
     if edge {
+        shared.edge.wake();
+    }
+}
+
+/// Gives an OSChat packet about a room (a message to it, a join or leave) to the WebSocket
+/// sessions in that room, but `except`.
+fn deliver_to_room(
+    ws: &BTreeMap<u64, WsOpen>,
+    shared: &Shared,
+    packet: &[u8],
+    except: Option<u64>,
+) {
+    let room = match crate::proto::oschat::parse(packet) {
+        Ok(Chat::Message { room, .. } | Chat::Join { room, .. } | Chat::Leave { room, .. }) => room,
+        _ => return,
+    };
+    let mut any = false;
+    for (session, open) in ws {
+        if Some(*session) == except || open.bus.strip_prefix("oschat/") != Some(room) {
+            continue;
+        }
+        let msg = EdgeMsg::Deliver {
+            session: *session,
+            packet: Bytes::copy_from_slice(packet),
+        };
+        if !shared.edge.push(msg) {
+            tracing::debug!(
+                session,
+                "edge queue full: OSChat message for a session dropped"
+            );
+        }
+        any = true;
+    }
+    if any {
         shared.edge.wake();
     }
 }

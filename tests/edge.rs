@@ -10,13 +10,13 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use common::ws::Ws;
 use oscgate::config::{Config, Driver};
 use oscgate::edge::frame::{pb, Frame};
 use oscgate::engine::Engine;
 use rosc::{OscMessage, OscPacket, OscType};
 use serde_json::{json, Value};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 fn fresh_group() -> SocketAddrV4 {
     static NEXT: AtomicU16 = AtomicU16::new(1);
@@ -53,12 +53,7 @@ impl Gw {
     }
 
     fn ws(&self, query: &str) -> Ws {
-        let (mut sock, _) =
-            tungstenite::connect(format!("ws://{}/gateway{query}", self.http)).unwrap();
-        if let MaybeTlsStream::Plain(s) = sock.get_mut() {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        }
-        Ws { sock }
+        Ws::connect(self.http, query)
     }
 
     /// A JSON session identified on the Messenger bus; returns it and its session id.
@@ -111,68 +106,6 @@ impl Gw {
             }
             assert!(Instant::now() < end, "status never matched: {v}");
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-struct Ws {
-    sock: WebSocket<MaybeTlsStream<TcpStream>>,
-}
-
-impl Ws {
-    fn next(&mut self) -> Message {
-        loop {
-            match self.sock.read().expect("websocket read") {
-                Message::Ping(_) | Message::Pong(_) => {}
-                m => return m,
-            }
-        }
-    }
-
-    fn json(&mut self) -> Value {
-        match self.next() {
-            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-            m => panic!("expected a text frame, got {m:?}"),
-        }
-    }
-
-    fn binary(&mut self) -> Vec<u8> {
-        match self.next() {
-            Message::Binary(b) => b.to_vec(),
-            m => panic!("expected a binary frame, got {m:?}"),
-        }
-    }
-
-    fn envelope(&mut self) -> pb::envelope::Kind {
-        let b = self.binary();
-        <pb::Envelope as prost::Message>::decode(b.as_slice())
-            .unwrap()
-            .kind
-            .unwrap()
-    }
-
-    fn send_json(&mut self, v: Value) {
-        self.sock.send(Message::Text(v.to_string().into())).unwrap();
-    }
-
-    fn send_binary(&mut self, b: Vec<u8>) {
-        self.sock.send(Message::Binary(b.into())).unwrap();
-    }
-
-    /// The error frame that refuses, then the close.
-    fn refused(&mut self, code: &str) {
-        let e = self.json();
-        assert_eq!(
-            (e["type"].as_str(), e["code"].as_str()),
-            (Some("error"), Some(code)),
-            "{e}"
-        );
-        loop {
-            match self.sock.read() {
-                Ok(Message::Close(_)) | Err(_) => return,
-                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
-                Ok(m) => panic!("after a refusal: {m:?}"),
-            }
         }
     }
 }
@@ -689,11 +622,7 @@ fn sessions_join_tcposcrouter_groups_as_users(d: Driver) {
     assert_eq!(alice.next().addr, "/oscrouter/register/alice/1");
     assert_eq!(alice.next().args, [s("alice")]);
     let connect = || {
-        let (mut sock, _) = tungstenite::connect(format!("ws://{http}/gateway")).unwrap();
-        if let MaybeTlsStream::Plain(t) = sock.get_mut() {
-            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        }
-        let mut w = Ws { sock };
+        let mut w = Ws::connect(http, "");
         let h = w.json();
         assert_eq!(h["buses"], json!(["router/GROUP"]), "{h}");
         w

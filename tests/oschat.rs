@@ -27,10 +27,16 @@ struct Node {
 
 impl Node {
     fn start(driver: Driver) -> Node {
-        let toml = "[engine]\nworkers = 2\npin_workers = false\n[messenger]\nenabled = false\n[http]\nenabled = false\n\
-                    [router]\nenabled = false\n[oschat]\ninterfaces = [\"lo\"]\nport = 0\n\
-                    node = \"00000000-0000-0000-0000-00000000000A\"\n";
-        let engine = Engine::start(&Config::from_toml(toml).unwrap(), Some(driver)).unwrap();
+        Node::start_with(driver, "[http]\nenabled = false\n")
+    }
+
+    fn start_with(driver: Driver, extra: &str) -> Node {
+        let toml = format!(
+            "[engine]\nworkers = 2\npin_workers = false\n[messenger]\nenabled = false\n\
+             [router]\nenabled = false\n[oschat]\ninterfaces = [\"lo\"]\nport = 0\n\
+             node = \"00000000-0000-0000-0000-00000000000A\"\n{extra}"
+        );
+        let engine = Engine::start(&Config::from_toml(&toml).unwrap(), Some(driver)).unwrap();
         let bound = engine.bound().oschat.clone().expect("oschat runs");
         assert_eq!(bound.ifaces.len(), 1);
         assert_eq!(bound.ifaces[0].broadcast, BROADCAST);
@@ -178,6 +184,81 @@ fn hostile_input_is_counted_and_changes_nothing(driver: Driver) {
     assert_eq!(next_list_reply(&n), (9, "dee".into()));
     assert!(!n.engine.is_degraded());
     n.engine.stop().unwrap();
+}
+
+fn websocket_sessions_are_users_in_a_room(driver: Driver) {
+    use common::ws::Ws;
+    use serde_json::json;
+    let n = Node::start_with(driver, "[http]\nlisten = \"127.0.0.1:0\"\n");
+    let http = n.engine.bound().http.unwrap();
+    let mut w = Ws::connect(http, "");
+    let h = w.json();
+    assert_eq!(h["buses"], json!(["oschat/ROOM"]), "{h}");
+    w.send_json(json!({"type": "identify", "bus": "oschat/stage", "user": "web"}));
+    assert_eq!(w.json()["type"], "ready");
+    // The node says hello and the join for the session's user.
+    let hello = n.next_from_node();
+    assert_eq!(hello.addr, "/oschat/hello/web");
+    assert_eq!(n.next_from_node().addr, "/oschat/join/stage/web");
+    // What the session says is broadcast once.
+    w.send_json(json!({"type": "osc", "address": "/oschat/message/stage", "args": [
+        {"type": "s", "value": "hi all"}, {"type": "s", "value": "web"}, {"type": "i", "value": 1}]}));
+    let m = n.next_from_node();
+    assert_eq!(m.addr, "/oschat/message/stage");
+    assert_eq!(
+        m.args,
+        [
+            OscType::String("hi all".into()),
+            OscType::String("web".into()),
+            OscType::Int(1)
+        ]
+    );
+    // Messages to its room reach it; other rooms' do not.
+    n.say(
+        "/oschat/message/lobby",
+        vec![OscType::String("elsewhere".into())],
+    );
+    n.say(
+        "/oschat/message/stage",
+        vec![
+            OscType::String("yo".into()),
+            OscType::String("ann".into()),
+            OscType::Int(5),
+        ],
+    );
+    assert_eq!(
+        w.json(),
+        json!({"type": "osc", "address": "/oschat/message/stage", "args": [
+            {"type": "s", "value": "yo"}, {"type": "s", "value": "ann"}, {"type": "i", "value": 5}]})
+    );
+    // The session's user is connectable (it said hello): listed.
+    n.say("/oschat/list/users", vec![OscType::Int(77)]);
+    assert_eq!(next_list_reply(&n), (77, "web".into()));
+    // Mesh messages and non-OSChat packets from the session are refused.
+    w.send_json(
+        json!({"type": "osc", "address": "/oschat/mesh/heartbeat", "args": [
+        {"type": "s", "value": "x"}, {"type": "s", "value": "10.0.0.0/8"}]}),
+    );
+    assert_eq!(w.json()["code"], "reserved_address");
+    w.send_json(json!({"type": "osc", "address": "/cue/go"}));
+    assert_eq!(w.json()["code"], "bad_oschat");
+    // Leaving: the user leaves the room and says goodbye.
+    drop(w);
+    assert_eq!(n.next_from_node().addr, "/oschat/leave/stage/web");
+    assert_eq!(n.next_from_node().addr, "/oschat/goodbye/web");
+    n.engine.stop().unwrap();
+}
+
+#[test]
+fn websocket_room_under_mio() {
+    websocket_sessions_are_users_in_a_room(Driver::Mio);
+}
+
+#[test]
+fn websocket_room_under_uring() {
+    if common::uring_available() {
+        websocket_sessions_are_users_in_a_room(Driver::Uring);
+    }
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub struct Info {
     pub messenger: bool,
     /// Router on: tcposcrouter groups are offered.
     pub router: bool,
+    /// OSChat on: its rooms are offered.
+    pub oschat: bool,
 }
 
 /// Settings of the edge.

@@ -128,6 +128,9 @@ impl Session {
         if self.app.setup.info.router {
             buses.push("router/GROUP".to_owned());
         }
+        if self.app.setup.info.oschat {
+            buses.push("oschat/ROOM".to_owned());
+        }
         let hello = Frame::Handshake(Handshake {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol: PROTOCOL.to_owned(),
@@ -348,6 +351,42 @@ impl Session {
             });
         }
         let shared = &self.app.shared;
+        if bus.starts_with("oschat/") {
+            // An OSChat room: the node says it (the control thread records and broadcasts).
+            use crate::proto::oschat::parse;
+            match parse(&packet) {
+                Ok(c) if c.is_mesh() => {
+                    return Err(super::frame::FrameError {
+                        code: "reserved_address",
+                        message: "mesh messages are the gateways' own".into(),
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(super::frame::FrameError {
+                        code: "bad_oschat",
+                        message: format!("not an OSChat message: {e}"),
+                    })
+                }
+            }
+            let msg = ControlMsg::WsChat {
+                session: id,
+                packet: Bytes::from(packet),
+            };
+            return match shared.control.send(msg) {
+                Ok(()) => {
+                    EdgeCounters::bump(&self.app.counters.frames_in);
+                    Ok(())
+                }
+                Err(_) => {
+                    EdgeCounters::bump(&self.app.counters.inject_full);
+                    Err(super::frame::FrameError {
+                        code: "busy",
+                        message: "the gateway is overloaded; message dropped".into(),
+                    })
+                }
+            };
+        }
         // On a tcposcrouter bus the session is a router connection (served by the edge).
         let from = if bus.starts_with("router/") {
             Endpoint::Tcp(crate::engine::bus::ConnId::edge(id))

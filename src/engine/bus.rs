@@ -192,6 +192,9 @@ pub enum ControlMsg {
     WsOpen(WsOpen),
     /// A WebSocket session ended.
     WsClosed(u64),
+    /// A WebSocket session in an OSChat room says something (an OSChat message, checked by
+    /// the edge): the node broadcasts it.
+    WsChat { session: u64, packet: Bytes },
 }
 
 /// A WebSocket session's request to join a bus.

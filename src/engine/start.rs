@@ -356,6 +356,7 @@ impl Engine {
                     bound: listening,
                     messenger: cfg.websocket.enabled && bound.messenger.is_some(),
                     router: cfg.websocket.enabled && bound.router.is_some(),
+                    oschat: cfg.websocket.enabled && bound.oschat.is_some(),
                 },
             };
             let e = crate::edge::Edge::start(setup, Arc::clone(&shared));

@@ -165,6 +165,30 @@ impl ChatNode {
         &self.flags
     }
 
+    /// A message this node says itself (for a WebSocket client in a room): recorded in
+    /// presence and in the duplicate filter, then broadcast on every interface in use.
+    /// False (nothing sent) if it is not a chat message this node may say (a mesh message,
+    /// not OSChat) or an identical one was heard within the window.
+    pub fn originate(&mut self, now: Duration, packet: &[u8]) -> bool {
+        let Ok(chat) = parse(packet) else {
+            return false;
+        };
+        if chat.is_mesh() {
+            return false;
+        }
+        let key = key_of(&self.dedupe, &chat, &mut self.identity);
+        if self.dedupe.check_and_insert(key, now.as_millis() as u64) == Seen::Duplicate {
+            self.counters.own_suppressed += 1;
+            return false;
+        }
+        self.presence.handle(now, &chat);
+        for i in (0..self.ifaces).filter(|i| self.mesh.is_up(*i)) {
+            self.out.push_back((i, packet.to_vec()));
+        }
+        self.drain_presence(now);
+        true
+    }
+
     /// Interface `iface` was lost (`up` false) or is back: see [`Mesh::set_iface_up`]. Nothing
     /// is sent on a lost interface.
     pub fn set_iface_up(&mut self, now: Duration, iface: usize, up: bool) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod ws;
 
 /// Whether io_uring can run here; prints why not (the io_uring half of a test then passes
 /// without running, as the tests' docs say).

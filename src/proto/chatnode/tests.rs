@@ -283,3 +283,30 @@ fn shutdown_resigns_what_it_holds_and_bad_input_is_counted() {
     n.heard(ms(3500), 9, 1, true, 0, &message("no such interface"));
     assert_eq!(n.counters().malformed, 1);
 }
+
+#[test]
+fn what_the_node_says_itself_is_broadcast_once_and_never_a_mesh_message() {
+    let d = dedupe();
+    let mut n = node("node-b", &d);
+    drain(&mut n);
+    let hi = message("from the web");
+    assert!(n.originate(ms(10), &hi));
+    assert_eq!(
+        texts(&drain(&mut n)),
+        [
+            (0, "from the web".to_owned()),
+            (1, "from the web".to_owned())
+        ]
+    );
+    // Its echo is a duplicate; saying it again within the window sends nothing.
+    assert_eq!(hear(&mut n, &d, ms(11), 0, &hi), 0);
+    assert!(!n.originate(ms(12), &hi));
+    assert!(drain(&mut n).is_empty());
+    let hb = chat_packet(&Chat::Heartbeat {
+        node: "node-b",
+        network: NET_B,
+    });
+    assert!(!n.originate(ms(13), &hb));
+    assert!(!n.originate(ms(13), b"junk"));
+    assert!(drain(&mut n).is_empty());
+}
