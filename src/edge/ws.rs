@@ -198,7 +198,8 @@ impl Session {
         match self.wait_joined(&queue).await {
             Some(Ok(())) => {}
             Some(Err(r)) => {
-                self.app.remove_session(id);
+                // Also tells the control thread, in case it accepts after all (a late answer).
+                self.leave(id);
                 return self.refuse(enc, &r.code, r.message).await;
             }
             None => {
