@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -44,29 +45,48 @@ const DOORS: &[(C, &str)] = &[
 ];
 
 pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let admin = Router::new()
         .route("/", get(page))
-        .route("/demo", get(demo))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), admin_only));
+    Router::new()
+        .merge(admin)
+        .route("/demo", get(demo))
         .route("/gateway", get(super::ws::upgrade))
         .with_state(app)
 }
 
-/// Whether the request may see the admin pages: no token configured, or the token as
-/// `Authorization: Bearer <token>` or `?token=<token>` (an `EventSource` cannot set headers).
-fn authorized(app: &App, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
+/// Lets a request through to the admin pages when no token is configured, or it carries the
+/// token as `Authorization: Bearer <token>` or `?token=<token>` (an `EventSource` cannot set
+/// headers); 401 otherwise.
+async fn admin_only(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let want = app.setup.http.admin_token.as_bytes();
     if want.is_empty() {
-        return true;
+        return next.run(req).await;
     }
-    let bearer = headers
+    let bearer = req
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    let query: HashMap<String, String> =
+        req.uri().query().and_then(query_pairs).unwrap_or_default();
     let given = bearer.or(query.get("token").map(String::as_str));
-    given.is_some_and(|g| constant_time_eq(g.as_bytes(), want))
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), want)) {
+        next.run(req).await
+    } else {
+        unauthorized()
+    }
+}
+
+/// `a=b&c=d` as a map (percent-decoded by axum's own query parser).
+fn query_pairs(q: &str) -> Option<HashMap<String, String>> {
+    let uri: axum::http::Uri = format!("/?{q}").parse().ok()?;
+    Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .ok()
+        .map(|Query(m)| m)
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -85,40 +105,19 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-async fn page(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if !authorized(&app, &headers, &q) {
-        return unauthorized();
-    }
-    Html(include_str!("page.html")).into_response()
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
 }
 
 async fn demo() -> Html<&'static str> {
     Html(include_str!("demo.html"))
 }
 
-async fn status(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if !authorized(&app, &headers, &q) {
-        return unauthorized();
-    }
+async fn status(State(app): State<Arc<App>>) -> Response {
     axum::Json(status_json(&app)).into_response()
 }
 
-async fn events(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if !authorized(&app, &headers, &q) {
-        return unauthorized();
-    }
+async fn events(State(app): State<Arc<App>>) -> Response {
     let stop = app.stop.clone();
     let stream =
         futures_util::stream::unfold((app, stop, true), |(app, mut stop, first)| async move {
@@ -189,14 +188,7 @@ pub(crate) fn status_json(app: &App) -> Value {
     })
 }
 
-async fn metrics(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if !authorized(&app, &headers, &q) {
-        return unauthorized();
-    }
+async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -374,19 +374,7 @@ impl Session {
                 session: id,
                 packet: Bytes::from(packet),
             };
-            return match shared.control.send(msg) {
-                Ok(()) => {
-                    EdgeCounters::bump(&self.app.counters.frames_in);
-                    Ok(())
-                }
-                Err(_) => {
-                    EdgeCounters::bump(&self.app.counters.inject_full);
-                    Err(super::frame::FrameError {
-                        code: "busy",
-                        message: "the gateway is overloaded; message dropped".into(),
-                    })
-                }
-            };
+            return self.handed(shared.control.send(msg).is_ok());
         }
         // On a tcposcrouter bus the session is a router connection (served by the edge).
         let from = if bus.starts_with("router/") {
@@ -399,18 +387,20 @@ impl Session {
             from,
             packet: Bytes::from(packet),
         };
-        match shared.workers[w].mailbox.send(msg) {
-            Ok(()) => {
-                EdgeCounters::bump(&self.app.counters.frames_in);
-                Ok(())
-            }
-            Err(_) => {
-                EdgeCounters::bump(&self.app.counters.inject_full);
-                Err(super::frame::FrameError {
-                    code: "busy",
-                    message: "the gateway is overloaded; message dropped".into(),
-                })
-            }
+        self.handed(shared.workers[w].mailbox.send(msg).is_ok())
+    }
+
+    /// Counts a client's packet handed on (`ok`) or dropped on a full queue (`busy`).
+    fn handed(&self, ok: bool) -> Result<(), super::frame::FrameError> {
+        if ok {
+            EdgeCounters::bump(&self.app.counters.frames_in);
+            Ok(())
+        } else {
+            EdgeCounters::bump(&self.app.counters.inject_full);
+            Err(super::frame::FrameError {
+                code: "busy",
+                message: "the gateway is overloaded; message dropped".into(),
+            })
         }
     }
 

@@ -336,18 +336,37 @@ impl State {
     }
 
     fn chat_to_control(&mut self, iface: usize, key: u64, first: bool, forwarded: u64, p: &[u8]) {
-        let msg = ControlMsg::Chat {
+        self.send_control(ControlMsg::Chat {
             iface: iface as u8,
             key,
             first,
             forwarded,
             packet: Bytes::copy_from_slice(p),
-        };
+        });
+    }
+
+    /// Queues a message for the control thread (counted; dropped and counted when full).
+    fn send_control(&mut self, msg: ControlMsg) {
         if self.shared.control.push(msg).is_ok() {
             self.counters().bump(C::Control);
             self.wake_control = true;
         } else {
             self.counters().bump(C::ControlQueueFull);
+        }
+    }
+
+    /// Sends what waited for router connection `c`'s registration to show (its register
+    /// answer, its user list), in order.
+    fn flush_replies(&mut self, c: super::bus::ConnId) {
+        let Some(h) = self.tcp.router_held.get_mut(&c) else {
+            return;
+        };
+        let replies = std::mem::take(&mut h.replies);
+        let shared = Arc::clone(&self.shared);
+        let counters = &shared.workers[usize::from(self.id)].counters;
+        for p in replies {
+            self.tcp.begin_packet();
+            self.tcp.deliver_local(c, &p, counters);
         }
     }
 
@@ -527,15 +546,11 @@ impl State {
             .copied()
             .collect();
         for c in ready {
+            self.flush_replies(c);
             let Some(h) = self.tcp.router_held.remove(&c) else {
                 continue;
             };
             self.tcp.held_total -= h.bytes;
-            let counters = &self.shared.workers[usize::from(self.id)].counters;
-            for p in &h.replies {
-                self.tcp.begin_packet();
-                self.tcp.deliver_local(c, p, counters);
-            }
             for p in h.packets {
                 let good = self.route_router_with(&snap, c, h.ip, &p);
                 // Garbage held while the register was answered counts like any (a connection
@@ -596,18 +611,12 @@ impl State {
             IpAddr::V4(a) => a,
             IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
         };
-        let msg = ControlMsg::Packet {
+        self.send_control(ControlMsg::Packet {
             protocol,
             from,
             source_ip,
             packet: Bytes::copy_from_slice(p),
-        };
-        if self.shared.control.push(msg).is_ok() {
-            self.counters().bump(C::Control);
-            self.wake_control = true;
-        } else {
-            self.counters().bump(C::ControlQueueFull);
-        }
+        });
     }
 
     /// Queues a packet for a TCP connection owned by another worker (or for a WebSocket
@@ -691,12 +700,9 @@ impl State {
                             h.replies.push(packet);
                             continue;
                         }
-                        // Registered now: what waited goes first.
-                        for p in std::mem::take(&mut h.replies) {
-                            self.tcp.begin_packet();
-                            self.tcp.deliver_local(c, &p, &link.counters);
-                        }
                     }
+                    // Registered now: what waited goes first.
+                    self.flush_replies(c);
                     // A new packet: the frames cached for the last one must not be reused.
                     self.tcp.begin_packet();
                     self.tcp.deliver_local(c, &packet, &link.counters);
@@ -716,12 +722,7 @@ impl State {
                 }
                 WorkerMsg::Close(c) => {
                     // A refused register: its answer goes out before the close.
-                    if let Some(h) = self.tcp.router_held.get_mut(&c) {
-                        for p in std::mem::take(&mut h.replies) {
-                            self.tcp.begin_packet();
-                            self.tcp.deliver_local(c, &p, &link.counters);
-                        }
-                    }
+                    self.flush_replies(c);
                     self.tcp.close_after_flush(c, &shared.control);
                     self.wake_control = true;
                 }
