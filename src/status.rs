@@ -25,7 +25,7 @@ pub struct MessengerStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatronStatus {
-    /// `udp 10.0.0.5:57120`, `tcp#0.3.1`, `ws#12`.
+    /// `udp 10.0.0.5:57120` or `tcp#0.3.1` (WebSocket sessions are listed apart).
     pub endpoint: String,
     pub uid: String,
     /// Seconds since it was admitted.

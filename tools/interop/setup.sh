@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tools/interop/ needs on Debian 12: from apt liblo-tools (oscsend, oscdump,
-# oscsendfile), nodejs + npm, supercollider-language (sclang) and puredata-core (pd), without
-# recommends; a Python
+# oscsendfile), nodejs + npm, supercollider-language (sclang), puredata-core (pd) and chromium,
+# without recommends; a Python
 # venv at tools/interop/.venv with a pinned python-osc; npm `osc` at the exact version in
 # package.json / package-lock.json, under tools/interop/node_modules. Safe to run repeatedly:
 # when everything is already there it only runs a few quick checks and touches nothing.
@@ -56,6 +56,11 @@ fi
 # part of vanilla Pd).
 if ! command -v pd >/dev/null 2>&1; then
     missing+=(puredata-core)
+fi
+# browser_scenarios.py: Debian's Chromium, run headless and driven over its DevTools pipe by
+# the Python standard library (no chromedriver, no npm package).
+if ! command -v chromium >/dev/null 2>&1; then
+    missing+=(chromium)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
