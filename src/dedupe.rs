@@ -455,7 +455,7 @@ impl Dedupe {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(oscgate_loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -832,7 +832,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, oscgate_loom))]
 mod loom_tests {
     //! Run with `RUSTFLAGS="--cfg loom" cargo test --release --lib dedupe`.
     use super::*;
