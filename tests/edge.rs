@@ -204,22 +204,7 @@ fn http_get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String
     (code, head.to_owned(), body)
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod mio_driver {
-            $(#[test] fn $name() { super::$name(oscgate::config::Driver::Mio); })*
-        }
-        mod uring_driver {
-            $(#[test] fn $name() {
-                if super::common::uring_available() {
-                    super::$name(oscgate::config::Driver::Uring);
-                }
-            })*
-        }
-    };
-}
-
-both_drivers!(
+crate::both_drivers!(
     json_sessions_are_patrons_of_the_messenger_bus,
     protobuf_and_raw_osc_encodings_carry_the_same_traffic,
     refusals_say_why_and_close,

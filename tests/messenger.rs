@@ -16,7 +16,7 @@ use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
-use common::{uring_available, Frames};
+use common::Frames;
 
 const GW_PREFIX: &str = "/messenger/gateway";
 
@@ -207,22 +207,7 @@ fn read_group(l: &UdpSocket) -> Vec<Vec<u8>> {
     got
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod mio_driver {
-            $(#[test] fn $name() { super::$name(oscgate::config::Driver::Mio); })*
-        }
-        mod uring_driver {
-            $(#[test] fn $name() {
-                if super::uring_available() {
-                    super::$name(oscgate::config::Driver::Uring);
-                }
-            })*
-        }
-    };
-}
-
-both_drivers!(
+crate::both_drivers!(
     request_is_accepted_once_and_rerequest_is_not_duplicated,
     group_reaches_every_patron_and_patrons_reach_group_and_each_other,
     gateway_messages_and_strangers_are_never_forwarded,

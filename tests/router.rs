@@ -16,7 +16,7 @@ use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod common;
-use common::{uring_available, Frames};
+use common::Frames;
 
 struct Rt {
     engine: Engine,
@@ -749,22 +749,7 @@ fn a_reader_that_pauses_is_not_cut_off_by_a_flood(d: Driver) {
     assert_eq!(reader.expect(), after);
 }
 
-macro_rules! both_drivers {
-    ($($name:ident),* $(,)?) => {
-        mod mio_driver {
-            $(#[test] fn $name() { super::$name(oscgate::config::Driver::Mio); })*
-        }
-        mod uring_driver {
-            $(#[test] fn $name() {
-                if super::uring_available() {
-                    super::$name(oscgate::config::Driver::Uring);
-                }
-            })*
-        }
-    };
-}
-
-both_drivers!(
+crate::both_drivers!(
     both_framings_share_a_group_and_fan_out_untouched,
     several_connections_of_one_user,
     messages_pipelined_behind_the_register_are_kept_in_order,

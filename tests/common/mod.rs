@@ -6,6 +6,25 @@
 pub mod netns;
 pub mod ws;
 
+/// Runs each scenario `fn name(oscgate::config::Driver)` as two tests, `mio_driver::name` and
+/// `uring_driver::name`; the latter passes without running where io_uring is unusable
+/// (printing why).
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod mio_driver {
+            $(#[test] fn $name() { super::$name(oscgate::config::Driver::Mio); })*
+        }
+        mod uring_driver {
+            $(#[test] fn $name() {
+                if $crate::common::uring_available() {
+                    super::$name(oscgate::config::Driver::Uring);
+                }
+            })*
+        }
+    };
+}
+
 /// Whether io_uring can run here; prints why not (the io_uring half of a test then passes
 /// without running, as the tests' docs say).
 pub fn uring_available() -> bool {
