@@ -118,19 +118,17 @@ pub struct Control {
     /// Its interfaces, watched for loss (link down, address gone) and return.
     pub chat_ifaces: Vec<ChatIface>,
     /// WebSocket sessions on a bus, by session id.
-    pub ws: BTreeMap<u64, WsOpen>,
+    ws: BTreeMap<u64, WsOpen>,
     /// The most WebSocket sessions at once.
-    pub max_ws: usize,
+    max_ws: usize,
     /// Answers to WebSocket sessions' requests, sent once the membership is published.
-    pub ws_replies: Vec<(u64, Joined)>,
+    ws_replies: Vec<(u64, Joined)>,
     /// WebSocket membership changed.
-    pub ws_dirty: bool,
+    ws_dirty: bool,
     /// Sequence numbers of what this node says for WebSocket users.
-    pub chat_seq: i64,
-    /// The time of the last loop (for events that carry none).
-    pub last_now: Duration,
+    chat_seq: i64,
     /// WebSocket sessions registering with the router, until it answers.
-    pub router_pending: HashMap<ConnId, WsOpen>,
+    router_pending: HashMap<ConnId, WsOpen>,
     /// Someone reads the status (the edge runs): rebuild it twice a second. Off, the control
     /// thread allocates nothing while traffic flows.
     pub publish_status: bool,
@@ -156,7 +154,6 @@ impl Control {
             ws_dirty: false,
             router_pending: HashMap::new(),
             chat_seq: 0,
-            last_now: Duration::ZERO,
             publish_status: false,
         }
     }
@@ -257,7 +254,7 @@ impl Control {
         self.ws_replies.push((session, result));
     }
 
-    fn ws_closed(&mut self, session: u64) {
+    fn ws_closed(&mut self, now: Duration, session: u64) {
         let c = ConnId::edge(session);
         if let Some(r) = self.router.as_mut() {
             // A router session leaves like a closed connection (its user list goes out).
@@ -289,7 +286,7 @@ impl Control {
                 ] {
                     let mut p = Vec::new();
                     if c.write(&mut p).is_ok() {
-                        node.originate(self.last_now, &p);
+                        node.originate(now, &p);
                     }
                 }
             }
@@ -314,7 +311,6 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut ifaces_up = vec![true; ctl.chat_ifaces.len()];
     loop {
         let now = start.elapsed();
-        ctl.last_now = now;
         for _ in 0..DRAIN_BUDGET {
             let Some(msg) = shared.control.pop() else {
                 break;
@@ -367,7 +363,7 @@ pub fn run(mut ctl: Control, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
                     }
                 }
                 ControlMsg::WsOpen(open) => ctl.ws_open(now, open),
-                ControlMsg::WsClosed(session) => ctl.ws_closed(session),
+                ControlMsg::WsClosed(session) => ctl.ws_closed(now, session),
                 ControlMsg::Closed(c) => {
                     if let Some(gw) = ctl.messenger.as_mut() {
                         gw.endpoint_closed(Endpoint::Tcp(c));

@@ -33,6 +33,9 @@
 //!   would forward the same traffic.
 //! - A node that hears `elect` answers with its own (at most once per `miss_after` per
 //!   network and segment, so elections do not echo) and re-runs the election there.
+//! - A heartbeat from a node not heard announcing makes it a candidate at this node's own
+//!   distance (until its announce says otherwise): two gateways that missed each other's
+//!   announces settle by GUID rather than both forwarding.
 //! - A node with one interface takes part in elections (it may be asked) but never wins one:
 //!   it reaches no other network.
 
@@ -370,6 +373,20 @@ impl Mesh {
             }
             MeshMsg::Heartbeat { node, network } => {
                 let me = self.cfg.node.clone();
+                // A heartbeating node is a candidate even if its announce was missed (lost,
+                // or sent before this node listened): counted at this node's own distance
+                // until an announce says better, so two gateways that do not know each
+                // other agree by GUID instead of both staying.
+                let key = (iface, network.clone());
+                let known = self.heard.get(&key).is_some_and(|n| n.contains_key(node));
+                if !known {
+                    if let Some(hops) = self.reach(network, iface) {
+                        self.heard
+                            .entry(key)
+                            .or_default()
+                            .insert(node.clone(), (hops, now + self.cfg.announce_ttl));
+                    }
+                }
                 let win = self.winner(iface, network);
                 if let Some(lane) = self.lanes.get_mut(&(iface, network.clone())) {
                     lane.gateway = Some(node.clone());

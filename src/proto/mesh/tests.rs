@@ -456,3 +456,37 @@ fn a_forced_election_is_answered_once_and_keeps_the_best_gateway() {
         assert_eq!(s.active(NET_A, NET_B), ["NODE-1"], "at {:?}", s.now);
     });
 }
+
+#[test]
+fn two_gateways_that_missed_each_others_announces_settle_by_guid() {
+    // Each became active alone (the other's announces never arrived).
+    let mut one = Mesh::new(cfg("NODE-1", &[NET_A, NET_B]), 1, Duration::ZERO);
+    let mut two = Mesh::new(cfg("NODE-2", &[NET_A, NET_B]), 2, Duration::ZERO);
+    for m in [&mut one, &mut two] {
+        let mut t = Duration::ZERO;
+        while t < Duration::from_secs(4) {
+            m.handle_timeout(t);
+            t += STEP;
+        }
+        while m.poll_send().is_some() {}
+        assert_eq!(m.role(0, NET_B), Some(Role::Active));
+    }
+    // Now each hears the other's heartbeat on segment a.
+    let now = Duration::from_secs(4);
+    let hb = |node: &str| MeshMsg::Heartbeat {
+        node: node.into(),
+        network: NET_B.into(),
+    };
+    two.handle(now, 0, &hb("NODE-1"));
+    one.handle(now, 0, &hb("NODE-2"));
+    assert_eq!(
+        two.role(0, NET_B),
+        Some(Role::Standby),
+        "the higher GUID steps back"
+    );
+    assert_eq!(
+        one.role(0, NET_B),
+        Some(Role::Active),
+        "the lower GUID stays"
+    );
+}
